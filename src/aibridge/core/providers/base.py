@@ -1,0 +1,198 @@
+"""What every provider module shares: request translation results, tool-call
+assembly, and the stream tap that tees relayed bytes into a provider handler.
+
+Where Anthropic, OpenAI Chat and Responses share logic (tool-call assembly,
+JSON decoding of events, dropping an event from the client's stream), it lives
+here once; provider modules only supply small tables and handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+
+from aibridge.core import jsonutil
+from aibridge.core.errors import ClientError
+from aibridge.core.model import AuditEvent, StreamFailed, ToolCall, ToolCallMade
+from aibridge.core.sse import SSEEvent, SSEParser
+
+
+@attrs.frozen(kw_only=True)
+class Translation:
+    """The upstream request derived from a client request.
+
+    ``body`` is the client's bytes unless a rewrite was required
+    (``rewritten`` names the keys that changed).
+    """
+
+    body: bytes
+    model: str
+    streaming: bool
+    prompt: str | None
+    rewritten: tuple[str, ...] = ()
+    #: the bridge asked for a usage-only chunk the client did not ask for
+    drop_usage_only_chunks: bool = False
+    #: path relative to the upstream base, with the query string; None keeps the client's
+    path: str | None = None
+    #: extra headers the translation needs upstream (e.g. Bedrock's content type)
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def require_fields(
+    body: dict[str, Any], *, list_field: str | None, list_optional: bool = False
+) -> tuple[str, bool]:
+    """Validate the fields the bridge itself relies on; returns (model, stream)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ClientError("'model' is required and must be a non-empty string")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise ClientError("'stream' must be a boolean")
+    if list_field is not None:
+        value = body.get(list_field)
+        if value is None and list_optional:
+            pass
+        elif not isinstance(value, list):
+            raise ClientError(f"'{list_field}' is required and must be an array")
+    return model, stream
+
+
+class ToolCallAssembler:
+    """Tool calls assembled from streamed fragments, keyed by a per-provider slot.
+
+    Anthropic keys by content block index, OpenAI Chat by (choice, tool index),
+    Responses by output item id. A final value (Responses ``*.done`` events,
+    complete output items) replaces whatever the deltas assembled. A call with
+    no argument fragments at all has arguments ``{}``.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[Any, dict[str, Any]] = {}
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._calls
+
+    def start(self, key: Any, *, call_id: str | None, name: str | None, args: str = "") -> None:
+        self._calls[key] = {"id": call_id or "", "name": name or "", "parts": [args] if args else [], "final": None}
+
+    def update(self, key: Any, *, call_id: str | None = None, name: str | None = None) -> None:
+        slot = self._calls.setdefault(key, {"id": "", "name": "", "parts": [], "final": None})
+        if call_id:
+            slot["id"] = call_id
+        if name:
+            slot["name"] = name
+
+    def append(self, key: Any, fragment: str) -> None:
+        slot = self._calls.setdefault(key, {"id": "", "name": "", "parts": [], "final": None})
+        if fragment:
+            slot["parts"].append(fragment)
+
+    def finalize(self, key: Any, args: str) -> None:
+        slot = self._calls.setdefault(key, {"id": "", "name": "", "parts": [], "final": None})
+        slot["final"] = args
+
+    def pop(self, key: Any, response_id: str) -> ToolCall | None:
+        slot = self._calls.pop(key, None)
+        return None if slot is None else self._build(slot, response_id)
+
+    def pop_all(self, response_id: str) -> list[ToolCall]:
+        calls = [self._build(slot, response_id) for slot in self._calls.values()]
+        self._calls.clear()
+        return calls
+
+    @staticmethod
+    def _build(slot: dict[str, Any], response_id: str) -> ToolCall:
+        args = slot["final"] if slot["final"] is not None else "".join(slot["parts"])
+        return ToolCall(
+            provider_response_id=response_id,
+            tool_call_id=slot["id"],
+            tool=slot["name"],
+            input=args if args.strip() else "{}",
+        )
+
+
+def tool_call_events(calls: list[ToolCall]) -> list[AuditEvent]:
+    return [ToolCallMade(call=c) for c in calls]
+
+
+class StreamHandler(Protocol):
+    """Per-provider handler of decoded SSE events."""
+
+    def handle(self, event: SSEEvent, payload: Any) -> list[AuditEvent]: ...
+
+    def drop(self, event: SSEEvent, payload: Any) -> bool: ...
+
+    def finish(self) -> list[AuditEvent]: ...
+
+
+class StreamTap:
+    """Tee of a streaming response: upstream bytes in, (client bytes, audit events) out.
+
+    Without ``filtering`` the client bytes are the input, unchanged and at
+    once. With it (OpenAI Chat when the bridge asked for a usage chunk the
+    client did not), bytes are released per complete event so that the
+    handler can drop one; everything else still reaches the client byte for
+    byte, and :meth:`close` releases any trailing bytes.
+    """
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        *,
+        filtering: bool = False,
+        is_terminator: Callable[[str], bool] = lambda data: False,
+    ) -> None:
+        self._handler = handler
+        self._parser = SSEParser()
+        self._filtering = filtering
+        self._is_terminator = is_terminator
+        self.malformed = 0
+
+    def receive_data(self, data: bytes) -> tuple[bytes, list[AuditEvent]]:
+        events = self._parser.receive_data(data)
+        out, audit = self._consume(events)
+        return (out if self._filtering else data), audit
+
+    def close(self) -> tuple[bytes, list[AuditEvent]]:
+        out, audit = self._consume(self._parser.close())
+        if self._filtering:
+            out += self._parser.take_pending()
+        audit.extend(self._handler.finish())
+        return (out if self._filtering else b""), audit
+
+    def _consume(self, events: list[SSEEvent]) -> tuple[bytes, list[AuditEvent]]:
+        out = bytearray()
+        audit: list[AuditEvent] = []
+        for ev in events:
+            payload: Any = None
+            data = ev.data.strip()
+            if data and not self._is_terminator(data):
+                try:
+                    payload = jsonutil.loads(data)
+                except (ValueError, RecursionError):
+                    self.malformed += 1
+                    audit.append(StreamFailed(message=f"malformed event data: {data[:200]}"))
+                    payload = None
+            if payload is not None:
+                audit.extend(self._handler.handle(ev, payload))
+                if self._filtering and self._handler.drop(ev, payload):
+                    continue
+            if self._filtering:
+                out += ev.raw
+        return bytes(out), audit
+
+
+def as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,115 @@
+"""The nursery tree (DESIGN §1), and the clean shutdown order.
+
+::
+
+    open httpx client
+    └─ root nursery
+       ├─ audit writer task            (last to finish: drains and commits)
+       └─ serving nursery
+          ├─ hypercorn.trio.serve       (explicit shutdown_trigger)
+          ├─ retention timer
+          └─ signal watcher             (SIGTERM/SIGINT -> stop)
+
+On stop: Hypercorn stops accepting and gives in-flight requests
+``shutdown_grace`` seconds; then the serving nursery is cancelled, the audit
+channel is closed, the writer drains and commits, and we return (exit 0).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from aibridge.shell.app import BridgeApp
+from aibridge.shell.retention import run_retention_timer
+from aibridge.shell.store import SQLiteStore
+from aibridge.shell.upstream import open_client
+from aibridge.shell.writer import AuditWriter
+
+log = logging.getLogger("aibridge.run")
+
+#: functions called with the app after it is built: (app, config) -> None.
+#: Optional subsystems (metrics, audit API, limits, MCP) register here.
+APP_EXTENSIONS: list[Callable[[BridgeApp, Any], Any]] = []
+
+
+@attrs.define
+class Running:
+    app: BridgeApp
+    writer: AuditWriter
+    urls: list[str]
+    stop: trio.Event
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+
+def hypercorn_config(config: Any) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [config.listen]
+    hc.graceful_timeout = float(config.shutdown_grace)
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
+    hc.keep_alive_timeout = 75
+    hc.backlog = 1024
+    hc.include_server_header = False
+    return hc
+
+
+async def serve_bridge(
+    config: Any,
+    *,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    store = SQLiteStore(config.db)
+    writer = AuditWriter(store, capacity=max(config.audit_queue_size, 1), policy=config.audit_failure_policy)
+    try:
+        async with open_client(timeout=config.upstream_timeout) as client:
+            async with trio.open_nursery() as root:
+                await root.start(writer.serve)
+                try:
+                    app = BridgeApp(config, writer, client)
+                    for extend in APP_EXTENSIONS:
+                        result = extend(app, config)
+                        if hasattr(result, "__await__"):
+                            await result
+                    stop = trio.Event()
+                    async with trio.open_nursery() as serving:
+
+                        async def run_server(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                            await serve(app, hypercorn_config(config), shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[arg-type]
+                            serving.cancel_scope.cancel()
+
+                        urls = await serving.start(run_server)
+                        await serving.start(functools.partial(run_retention_timer, writer, config))
+                        if handle_signals:
+                            serving.start_soon(_watch_signals, stop)
+                        log.info("aibridge listening on %s", ", ".join(urls))
+                        task_status.started(Running(app=app, writer=writer, urls=urls, stop=stop))
+                finally:
+                    writer.close()
+    finally:
+        store.close()
+    log.info("aibridge stopped; audit writer drained")
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+def run(config: Any) -> None:
+    trio.run(functools.partial(serve_bridge, config))

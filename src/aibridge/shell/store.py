@@ -1,0 +1,579 @@
+"""The audit store: SQLite through sqlite-utils.
+
+The rest of the program sees only :class:`AuditStore` (write a batch, purge,
+key and read queries), so that a PostgreSQL store can follow; nothing outside
+this module knows it is SQLite. All methods are synchronous and blocking: the
+writer task calls the write side through ``trio.to_thread``, readers open
+their own connections.
+
+Schema: created explicitly (never inferred from a first insert), versioned in
+``PRAGMA user_version`` with forward migrations in :data:`MIGRATIONS`.
+WAL journal, foreign keys on, a busy timeout so that several worker processes
+can share one file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import sqlite_utils
+
+from aibridge.core.model import (
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptRecord,
+    Record,
+    ThoughtRecord,
+    TokenUsageRecord,
+    ToolUsageRecord,
+)
+
+BUSY_TIMEOUT_MS = 5000
+CHILD_TABLES = ("token_usages", "user_prompts", "tool_usages", "model_thoughts")
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (disk full, read-only, locked past the timeout)."""
+
+
+class AuditStore(Protocol):
+    def write_batch(self, records: Sequence[Record]) -> None: ...
+
+    def purge(self, cutoff: float, *, batch_size: int = 500) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["users"].create(
+        {"id": str, "name": str, "created_at": float}, pk="id", not_null={"name"}, if_not_exists=True
+    )
+    db["users"].create_index(["name"], unique=True, if_not_exists=True)
+    db["api_keys"].create(
+        {
+            "id": str,
+            "user_id": str,
+            "key_hash": str,
+            "prefix": str,
+            "admin": int,
+            "created_at": float,
+            "expires_at": float,
+            "revoked_at": float,
+        },
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+        not_null={"user_id", "key_hash"},
+        if_not_exists=True,
+    )
+    db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
+    db["interceptions"].create(
+        {
+            "id": str,
+            "user_id": str,
+            "key_id": str,
+            "provider": str,
+            "provider_name": str,
+            "api": str,
+            "model": str,
+            "streaming": int,
+            "client": str,
+            "user_agent": str,
+            "client_session_id": str,
+            "credential_kind": str,
+            "credential_hint": str,
+            "started_at": float,
+            "ended_at": float,
+            "status": str,
+            "upstream_status": int,
+            "error": str,
+            "metadata": str,
+        },
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+        if_not_exists=True,
+    )
+    db["interceptions"].create_index(["started_at", "id"], if_not_exists=True)
+    db["interceptions"].create_index(["user_id", "started_at"], if_not_exists=True)
+    db["interceptions"].create_index(["ended_at"], if_not_exists=True)
+    db["token_usages"].create(
+        {
+            "id": int,
+            "interception_id": str,
+            "provider_response_id": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_read_input_tokens": int,
+            "cache_write_input_tokens": int,
+            "reasoning_tokens": int,
+            "metadata": str,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("interception_id", "interceptions", "id")],
+        if_not_exists=True,
+    )
+    db["user_prompts"].create(
+        {"id": int, "interception_id": str, "provider_response_id": str, "prompt": str, "created_at": float},
+        pk="id",
+        foreign_keys=[("interception_id", "interceptions", "id")],
+        if_not_exists=True,
+    )
+    db["tool_usages"].create(
+        {
+            "id": int,
+            "interception_id": str,
+            "provider_response_id": str,
+            "tool_call_id": str,
+            "tool": str,
+            "input": str,
+            "injected": int,
+            "server_url": str,
+            "invocation_error": str,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("interception_id", "interceptions", "id")],
+        if_not_exists=True,
+    )
+    db["model_thoughts"].create(
+        {"id": int, "interception_id": str, "content": str, "source": str, "created_at": float},
+        pk="id",
+        foreign_keys=[("interception_id", "interceptions", "id")],
+        if_not_exists=True,
+    )
+    for table in CHILD_TABLES:
+        db[table].create_index(["interception_id"], if_not_exists=True)
+
+
+#: Forward migrations; index i brings the schema from version i to i + 1.
+MIGRATIONS = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    """Open a connection with the project's pragmas (WAL, foreign keys, busy timeout)."""
+    if readonly:
+        uri = f"file:{Path(path).resolve()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return sqlite_utils.Database(conn)
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this aibridge ({SCHEMA_VERSION}); upgrade aibridge"
+        )
+    for target in range(version, SCHEMA_VERSION):
+        with db.conn:
+            MIGRATIONS[target](db)
+            db.execute(f"PRAGMA user_version = {target + 1}")
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+class SQLiteStore:
+    """The SQLite implementation of :class:`AuditStore`, plus keys and reads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self.db = connect(self.path)
+            migrate(self.db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- writes (the writer task only) ---------------------------------------
+
+    def write_batch(self, records: Sequence[Record]) -> None:
+        starts: list[dict[str, Any]] = []
+        usages: list[dict[str, Any]] = []
+        prompts: list[dict[str, Any]] = []
+        tools: list[dict[str, Any]] = []
+        thoughts: list[dict[str, Any]] = []
+        ends: list[tuple[Any, ...]] = []
+        for r in records:
+            if isinstance(r, InterceptionStarted):
+                starts.append(
+                    {
+                        "id": r.id,
+                        "user_id": r.user_id,
+                        "key_id": r.key_id,
+                        "provider": r.provider,
+                        "provider_name": r.provider_name,
+                        "api": r.api,
+                        "model": r.model,
+                        "streaming": int(r.streaming),
+                        "client": r.client,
+                        "user_agent": r.user_agent,
+                        "client_session_id": r.client_session_id,
+                        "credential_kind": r.credential_kind,
+                        "credential_hint": r.credential_hint,
+                        "started_at": r.started_at,
+                        "metadata": _json(r.metadata),
+                    }
+                )
+            elif isinstance(r, TokenUsageRecord):
+                u = r.usage
+                usages.append(
+                    {
+                        "interception_id": r.interception_id,
+                        "provider_response_id": u.provider_response_id,
+                        "input_tokens": u.input_tokens,
+                        "output_tokens": u.output_tokens,
+                        "cache_read_input_tokens": u.cache_read_input_tokens,
+                        "cache_write_input_tokens": u.cache_write_input_tokens,
+                        "reasoning_tokens": u.reasoning_tokens,
+                        "metadata": _json(u.metadata),
+                        "created_at": r.created_at,
+                    }
+                )
+            elif isinstance(r, PromptRecord):
+                prompts.append(
+                    {
+                        "interception_id": r.interception_id,
+                        "provider_response_id": r.provider_response_id,
+                        "prompt": r.prompt,
+                        "created_at": r.created_at,
+                    }
+                )
+            elif isinstance(r, ToolUsageRecord):
+                c = r.call
+                tools.append(
+                    {
+                        "interception_id": r.interception_id,
+                        "provider_response_id": c.provider_response_id,
+                        "tool_call_id": c.tool_call_id,
+                        "tool": c.tool,
+                        "input": c.input,
+                        "injected": int(c.injected),
+                        "server_url": c.server_url,
+                        "invocation_error": c.invocation_error,
+                        "created_at": r.created_at,
+                    }
+                )
+            elif isinstance(r, ThoughtRecord):
+                thoughts.append(
+                    {
+                        "interception_id": r.interception_id,
+                        "content": r.content,
+                        "source": r.source,
+                        "created_at": r.created_at,
+                    }
+                )
+            elif isinstance(r, InterceptionEnded):
+                ends.append((r.status, r.upstream_status, r.error, r.ended_at, _json(r.metadata), r.id))
+        try:
+            with self._lock, self.db.conn:
+                for table, rows in (
+                    ("interceptions", starts),
+                    ("token_usages", usages),
+                    ("user_prompts", prompts),
+                    ("tool_usages", tools),
+                    ("model_thoughts", thoughts),
+                ):
+                    if rows:
+                        self.db[table].insert_all(rows, batch_size=500)
+                if ends:
+                    self.db.conn.executemany(
+                        "UPDATE interceptions SET status = ?, upstream_status = ?, error = ?, ended_at = ?,"
+                        " metadata = CASE WHEN ?5 IS NULL THEN metadata"
+                        " ELSE json_patch(coalesce(metadata, '{}'), ?5) END"
+                        " WHERE id = ?6",
+                        ends,
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def purge(self, cutoff: float, *, batch_size: int = 500) -> int:
+        """Delete one batch of ended interceptions started before ``cutoff``; returns how many."""
+        try:
+            with self._lock, self.db.conn:
+                ids = [
+                    row[0]
+                    for row in self.db.execute(
+                        "SELECT id FROM interceptions WHERE started_at < ? AND ended_at IS NOT NULL"
+                        " ORDER BY started_at LIMIT ?",
+                        (cutoff, batch_size),
+                    )
+                ]
+                if not ids:
+                    return 0
+                marks = ",".join("?" * len(ids))
+                for table in CHILD_TABLES:
+                    self.db.execute(f"DELETE FROM {table} WHERE interception_id IN ({marks})", ids)
+                self.db.execute(f"DELETE FROM interceptions WHERE id IN ({marks})", ids)
+                return len(ids)
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def blank_prompts(self, cutoff: float, *, batch_size: int = 500) -> int:
+        """Blank prompt text of interceptions started before ``cutoff`` (prompt retention)."""
+        try:
+            with self._lock, self.db.conn:
+                cur = self.db.execute(
+                    "UPDATE user_prompts SET prompt = '' WHERE id IN ("
+                    " SELECT p.id FROM user_prompts p JOIN interceptions i ON i.id = p.interception_id"
+                    " WHERE i.started_at < ? AND p.prompt != '' LIMIT ?)",
+                    (cutoff, batch_size),
+                )
+                return cur.rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` if a write transaction cannot be started now."""
+        try:
+            with self._lock:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    # -- users and keys -------------------------------------------------------
+
+    def ensure_user(self, user_id: str, name: str, now: float) -> str:
+        with self._lock, self.db.conn:
+            row = self.db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+            if row:
+                return str(row[0])
+            self.db["users"].insert({"id": user_id, "name": name, "created_at": now})
+            return user_id
+
+    def create_key(
+        self,
+        *,
+        key_id: str,
+        user_id: str,
+        key_hash: str,
+        prefix: str,
+        admin: bool,
+        now: float,
+        expires_at: float | None,
+    ) -> None:
+        with self._lock, self.db.conn:
+            self.db["api_keys"].insert(
+                {
+                    "id": key_id,
+                    "user_id": user_id,
+                    "key_hash": key_hash,
+                    "prefix": prefix,
+                    "admin": int(admin),
+                    "created_at": now,
+                    "expires_at": expires_at,
+                    "revoked_at": None,
+                }
+            )
+
+    def revoke_key(self, key_id: str, now: float) -> bool:
+        with self._lock, self.db.conn:
+            cur = self.db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR prefix = ?) AND revoked_at IS NULL",
+                (now, key_id, key_id),
+            )
+            return cur.rowcount > 0
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT k.id, u.name, k.prefix, k.admin, k.created_at, k.expires_at, k.revoked_at"
+            " FROM api_keys k JOIN users u ON u.id = k.user_id ORDER BY k.created_at"
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "user": r[1],
+                "prefix": r[2],
+                "admin": bool(r[3]),
+                "created_at": r[4],
+                "expires_at": r[5],
+                "revoked_at": r[6],
+            }
+            for r in rows
+        ]
+
+
+def open_reader(path: str | Path) -> sqlite_utils.Database:
+    """A separate read connection (readers never share the writer's)."""
+    return connect(path)
+
+
+def lookup_key(db: sqlite_utils.Database, key_hash: str) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT k.id, k.user_id, u.name, k.admin, k.expires_at, k.revoked_at"
+        " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
+        (key_hash,),
+    ).fetchone()
+    if row is None:
+        return None
+    return {
+        "key_id": row[0],
+        "user_id": row[1],
+        "user_name": row[2],
+        "admin": bool(row[3]),
+        "expires_at": row[4],
+        "revoked_at": row[5],
+    }
+
+
+def iter_rows(db: sqlite_utils.Database, sql: str, params: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+    yield from db.execute(sql, tuple(params))
+
+
+# -- reads ---------------------------------------------------------------------
+
+from aibridge.core.times import rfc3339  # noqa: E402
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    return orjson.loads(text) if text else {}
+
+
+_INTERCEPTION_COLUMNS = (
+    "i.id, i.user_id, u.name, i.key_id, i.provider, i.provider_name, i.api, i.model, i.streaming,"
+    " i.client, i.user_agent, i.client_session_id, i.credential_kind, i.credential_hint, i.status,"
+    " i.upstream_status, i.error, i.started_at, i.ended_at, i.metadata"
+)
+
+
+def _interception_base(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "user": {"id": row[1], "name": row[2]},
+        "key_id": row[3],
+        "provider": row[4],
+        "provider_name": row[5],
+        "api": row[6],
+        "model": row[7],
+        "streaming": bool(row[8]),
+        "client": row[9],
+        "user_agent": row[10],
+        "client_session_id": row[11],
+        "credential_kind": row[12],
+        "credential_hint": row[13],
+        "status": row[14],
+        "upstream_status": row[15],
+        "error": row[16],
+        "started_at": rfc3339(row[17]),
+        "ended_at": rfc3339(row[18]),
+        "metadata": _loads(row[19]),
+        "token_usages": [],
+        "user_prompts": [],
+        "tool_usages": [],
+        "model_thoughts": [],
+    }
+
+
+def _attach_children(db: sqlite_utils.Database, items: list[dict[str, Any]]) -> None:
+    """Nest each interception's child rows, in the order they were written."""
+    if not items:
+        return
+    by_id = {item["id"]: item for item in items}
+    ids = list(by_id)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in db.execute(
+            "SELECT interception_id, provider_response_id, input_tokens, output_tokens,"
+            " cache_read_input_tokens, cache_write_input_tokens, reasoning_tokens, metadata, created_at"
+            f" FROM token_usages WHERE interception_id IN ({marks}) ORDER BY id",
+            chunk,
+        ):
+            by_id[r[0]]["token_usages"].append(
+                {
+                    "provider_response_id": r[1],
+                    "input_tokens": r[2],
+                    "output_tokens": r[3],
+                    "cache_read_input_tokens": r[4],
+                    "cache_write_input_tokens": r[5],
+                    "reasoning_tokens": r[6],
+                    "metadata": _loads(r[7]),
+                    "created_at": rfc3339(r[8]),
+                }
+            )
+        for r in db.execute(
+            "SELECT interception_id, provider_response_id, prompt, created_at"
+            f" FROM user_prompts WHERE interception_id IN ({marks}) ORDER BY id",
+            chunk,
+        ):
+            by_id[r[0]]["user_prompts"].append(
+                {"provider_response_id": r[1], "prompt": r[2], "created_at": rfc3339(r[3])}
+            )
+        for r in db.execute(
+            "SELECT interception_id, provider_response_id, tool_call_id, tool, input, injected,"
+            " server_url, invocation_error, created_at"
+            f" FROM tool_usages WHERE interception_id IN ({marks}) ORDER BY id",
+            chunk,
+        ):
+            by_id[r[0]]["tool_usages"].append(
+                {
+                    "provider_response_id": r[1],
+                    "tool_call_id": r[2],
+                    "tool": r[3],
+                    "input": r[4],
+                    "injected": bool(r[5]),
+                    "server_url": r[6],
+                    "invocation_error": r[7],
+                    "created_at": rfc3339(r[8]),
+                }
+            )
+        for r in db.execute(
+            "SELECT interception_id, content, source, created_at"
+            f" FROM model_thoughts WHERE interception_id IN ({marks}) ORDER BY id",
+            chunk,
+        ):
+            by_id[r[0]]["model_thoughts"].append(
+                {"content": r[1], "source": r[2], "created_at": rfc3339(r[3])}
+            )
+
+
+def list_interceptions(
+    db: sqlite_utils.Database,
+    *,
+    user: str | None = None,
+    limit: int = 100,
+    include_in_flight: bool = False,
+) -> list[dict[str, Any]]:
+    """Interceptions newest first, in the shared JSON shape (children nested)."""
+    where = [] if include_in_flight else ["i.ended_at IS NOT NULL"]
+    params: list[Any] = []
+    if user is not None:
+        where.append("(u.name = ? OR u.id = ?)")
+        params += [user, user]
+    sql = (
+        f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY i.started_at DESC, i.id DESC LIMIT ?"
+    )
+    items = [_interception_base(r) for r in db.execute(sql, (*params, limit))]
+    _attach_children(db, items)
+    return items
+
+
+def get_interception(db: sqlite_utils.Database, interception_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id WHERE i.id = ?",
+        (interception_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    items = [_interception_base(row)]
+    _attach_children(db, items)
+    return items[0]

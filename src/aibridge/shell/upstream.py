@@ -1,0 +1,178 @@
+"""The upstream side: one httpx client, exception mapping, and provider targets.
+
+httpx and httpcore exceptions become the core's :class:`UpstreamUnreachable`
+(502) or :class:`UpstreamTimeout` (504) in :func:`map_exceptions`, and nowhere
+else (httpcore's own ``map_exceptions`` is the model).
+
+A *target* knows how to reach one upstream: the URL, the credential, and any
+transformation of the reply into the client's wire format. :class:`DirectTarget`
+serves OpenAI and Anthropic (and any compatible endpoint); Bedrock adds its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
+
+import attrs
+import httpx
+import trio
+
+from aibridge.core.auth import mask_secret
+from aibridge.core.errors import UpstreamTimeout, UpstreamUnreachable
+from aibridge.core.headers import upstream_request_headers
+from aibridge.core.providers.base import Translation
+from aibridge.core.routes import Route, join_url
+
+
+@contextlib.contextmanager
+def map_exceptions() -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+def open_client(*, timeout: float, max_connections: int = 1000) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=256),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class PreparedRequest:
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    #: the model as sent upstream (what gets recorded)
+    model: str
+    credential_kind: str
+    credential_hint: str
+
+
+class UpstreamResponse(Protocol):
+    status_code: int
+    headers: list[tuple[str, str]]
+    #: the reply was decoded (compressed upstream, or translated): framing headers are dropped
+    decoded: bool
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+
+class HttpxResponse:
+    """An httpx streaming response as an :class:`UpstreamResponse`; raw bytes unless compressed."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status_code = response.status_code
+        self.headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers.raw]
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        self.decoded = encoding not in ("", "identity")
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        with map_exceptions():
+            if self.decoded:
+                async for chunk in self._response.aiter_bytes():
+                    yield chunk
+            else:
+                async for chunk in self._response.aiter_raw():
+                    yield chunk
+
+    async def aread(self) -> bytes:
+        chunks = [c async for c in self.aiter_bytes()]
+        return b"".join(chunks)
+
+
+class Target(Protocol):
+    provider: str
+    provider_name: str
+
+    def prepare(
+        self,
+        route: Route,
+        query: str,
+        translation: Translation | None,
+        client_headers: list[tuple[str, str]],
+        *,
+        byok: bool,
+        body: bytes,
+        method: str,
+    ) -> PreparedRequest: ...
+
+    def open(self, client: httpx.AsyncClient, request: PreparedRequest) -> contextlib.AbstractAsyncContextManager[UpstreamResponse]: ...
+
+
+def _byok_hint(client_headers: list[tuple[str, str]]) -> str:
+    for name, value in client_headers:
+        if name == "x-api-key":
+            return mask_secret(value)
+        if name == "authorization":
+            return mask_secret(value.partition(" ")[2] or value)
+    return ""
+
+
+@attrs.define
+class DirectTarget:
+    """An OpenAI- or Anthropic-compatible endpoint reached over HTTP."""
+
+    provider: str
+    provider_name: str
+    base_url: str
+    credential: str | None
+
+    def prepare(
+        self,
+        route: Route,
+        query: str,
+        translation: Translation | None,
+        client_headers: list[tuple[str, str]],
+        *,
+        byok: bool,
+        body: bytes,
+        method: str,
+    ) -> PreparedRequest:
+        path = route.upstream_path
+        if translation is not None and translation.path is not None:
+            path = translation.path
+        headers = upstream_request_headers(
+            client_headers, provider=self.provider, credential=self.credential, byok=byok
+        )
+        if translation is not None:
+            headers.extend(translation.headers)
+        return PreparedRequest(
+            method=method,
+            url=join_url(self.base_url, path, query),
+            headers=headers,
+            body=translation.body if translation is not None else body,
+            model=translation.model if translation is not None else "",
+            credential_kind="byok" if byok else "centralized",
+            credential_hint=_byok_hint(client_headers) if byok else mask_secret(self.credential),
+        )
+
+    @contextlib.asynccontextmanager
+    async def open(self, client: httpx.AsyncClient, request: PreparedRequest) -> AsyncIterator[UpstreamResponse]:
+        with map_exceptions():
+            req = client.build_request(
+                request.method, request.url, headers=request.headers, content=request.body
+            )
+            response = await client.send(req, stream=True)
+        try:
+            yield HttpxResponse(response)
+        finally:
+            # Shielded: a client disconnect cancels us, and the upstream
+            # connection must still be closed (stop paying for tokens).
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await response.aclose()
+
+
+def describe(target: Any) -> str:
+    return f"{target.provider_name} ({getattr(target, 'base_url', '')})"

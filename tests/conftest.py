@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Stack
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[object]:
+    """Build a stack with configuration overrides: ``make_stack(allow_byok=False)``."""
+    stacks: list[Stack] = []
+
+    def make(**overrides: object) -> Stack:
+        s = Stack(tmp_path / f"s{len(stacks)}", **overrides)
+        (tmp_path / f"s{len(stacks)}").mkdir()
+        stacks.append(s)
+        return s.start()
+
+    yield make
+    for s in stacks:
+        s.stop()

@@ -1,0 +1,57 @@
+"""The real SDKs through a real bridge to the fake upstream: exact bytes and records."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+
+from tests.harness import Stack
+
+
+def test_anthropic_sdk_streaming_is_recorded(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url + "/anthropic", api_key=stack.key, max_retries=0)
+    with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hello there"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "hello " * 20
+    item = stack.only_interception()
+    assert item["status"] == "completed"
+    assert item["provider"] == "anthropic"
+    assert item["api"] == "messages"
+    assert item["streaming"] is True
+    assert item["client"] == "Anthropic SDK"
+    assert item["user"]["name"] == "alice"
+    assert [p["prompt"] for p in item["user_prompts"]] == ["hello there"]
+    [usage] = item["token_usages"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["provider_response_id"]) == (10, 20, "msg_fake_1")
+    # the central key went upstream, the aibridge key did not
+    assert stack.fake.last.headers["x-api-key"] == "sk-ant-central-0123456789"
+    assert "authorization" not in stack.fake.last.headers
+
+
+def test_openai_sdk_blocking_chat_is_recorded(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.url + "/openai/v1", api_key=stack.key, max_retries=0)
+    reply = client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "say ok"}])
+    assert reply.choices[0].message.content == "hello " * 20
+    item = stack.only_interception()
+    assert item["status"] == "completed"
+    assert item["streaming"] is False
+    [usage] = item["token_usages"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (10, 20)
+    assert stack.fake.last.headers["authorization"] == "Bearer sk-openai-central-0123456789"
+    assert stack.fake.last.path == "/v1/chat/completions"
+
+
+def test_openai_sdk_streaming_chat_drops_usage_chunk_it_did_not_ask_for(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.url + "/openai/v1", api_key=stack.key, max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "say ok"}], stream=True
+        )
+    )
+    assert all(c.usage is None for c in chunks)
+    assert all(c.choices for c in chunks)
+    assert stack.fake.last.json()["stream_options"] == {"include_usage": True}
+    [usage] = stack.only_interception()["token_usages"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (10, 20)
