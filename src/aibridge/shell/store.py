@@ -150,8 +150,21 @@ def _v1(db: sqlite_utils.Database) -> None:
         db[table].create_index(["interception_id"], if_not_exists=True)
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Thread linking: the tool call a request answers, and the interceptions it continues.
+
+    ``correlating_tool_call_id`` is the provider call id the request's last
+    message answers (a tool result); ``parent_id`` is the interception that
+    recorded that call, ``root_id`` the first interception of the thread.
+    """
+    for column in ("correlating_tool_call_id", "parent_id", "root_id"):
+        db["interceptions"].add_column(column, str)
+    db["interceptions"].create_index(["root_id"], if_not_exists=True)
+    db["tool_usages"].create_index(["tool_call_id"], if_not_exists=True)
+
+
 #: Forward migrations; index i brings the schema from version i to i + 1.
-MIGRATIONS = (_v1,)
+MIGRATIONS = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
