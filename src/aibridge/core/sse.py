@@ -11,10 +11,16 @@ Like h11's receive buffer, the parser remembers how far it has scanned: bytes
 are searched for a line end once, so a long event arriving one byte at a time
 costs linear, not quadratic, time.
 
-Two deliberate departures from the browser algorithm, both for auditing:
+Three deliberate departures from the browser algorithm, all for auditing:
 ``event`` is ``None`` when the block had no ``event:`` field (providers use the
-JSON ``type`` anyway), and :meth:`SSEParser.close` dispatches a final event
+JSON ``type`` anyway); ``id`` and ``retry`` are reported on the event whose
+block carried them (a browser keeps a "last event ID" across events, which an
+auditor has no use for); and :meth:`SSEParser.close` dispatches a final event
 whose blank line never came (a truncated upstream stream still gets audited).
+
+Bytes are never lost: every received byte ends up in exactly one event's
+``raw`` or in :meth:`SSEParser.take_pending`, so a relay that drops one event
+can still forward everything else byte for byte.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ _LINE_END = re.compile(rb"[\r\n]")
 _CR = 0x0D
 _LF = 0x0A
 DEFAULT_MAX_EVENT_SIZE = 64 * 1024 * 1024
+_MAX_RETRY_DIGITS = 18
 
 
 class SSEError(ProtocolError):
@@ -67,6 +74,7 @@ class SSEParser:
 
     def _reset_fields(self) -> None:
         self._data: list[str] = []
+        self._data_size = 0  # characters in _data, kept as a running sum (no rescans)
         self._event: str | None = None
         self._id: str | None = None
         self._retry: int | None = None
@@ -115,12 +123,13 @@ class SSEParser:
         events: list[SSEEvent] = []
         if self._line_start < len(self._buf):
             ev = self._process_line(bytes(self._buf[self._line_start :]))
-            self._line_start = len(self._buf)
+            self._line_start = self._scan = len(self._buf)
             if ev is not None:
                 events.append(ev)
         if self._data:
             events.append(self._dispatch(len(self._buf)))
-        self._buf = bytearray()
+        # Whatever formed no event (trailing comments, a block without data)
+        # stays for take_pending(): a filtering relay still owes it the client.
         return events
 
     def _process_line(self, raw_line: bytes) -> SSEEvent | None:
@@ -141,8 +150,8 @@ class SSEParser:
             value = value[1:]
         if field == "data":
             self._data.append(value)
-            size = sum(len(d) for d in self._data) if len(self._data) > 1 else len(value)
-            if size > self._max:
+            self._data_size += len(value) + 1
+            if self._data_size > self._max:
                 raise SSEError(f"SSE event larger than {self._max} bytes")
         elif field == "event":
             self._event = value
@@ -150,7 +159,9 @@ class SSEParser:
             if "\x00" not in value:
                 self._id = value
         elif field == "retry":
-            if value.isascii() and value.isdigit():
+            # Only ASCII digits count (WHATWG); more digits than int() accepts
+            # (Python's 4300-digit limit) is no valid delay either: ignore it.
+            if value.isascii() and value.isdigit() and len(value) <= _MAX_RETRY_DIGITS:
                 self._retry = int(value)
         return None
 
@@ -188,7 +199,22 @@ def encode_event(
     id: str | None = None,
     retry: int | None = None,
 ) -> bytes:
-    """Serialise one event with LF line ends (the inverse of the parser)."""
+    """Serialise one event with LF line ends (the inverse of the parser).
+
+    Raises :class:`ValueError` for values no SSE stream can carry: a line end
+    in ``event``, ``id`` or ``data`` (``data`` may hold ``\\n``, which becomes
+    several ``data:`` lines, but not ``\\r``), NUL in ``id``, a negative
+    ``retry``.
+    """
+    for name, value in (("event", event), ("id", id)):
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError(f"SSE {name} cannot contain a line end: {value!r}")
+    if id is not None and "\x00" in id:
+        raise ValueError("SSE id cannot contain NUL")
+    if "\r" in data:
+        raise ValueError("SSE data cannot contain CR (use LF between lines)")
+    if retry is not None and retry < 0:
+        raise ValueError(f"SSE retry must be non-negative, not {retry}")
     parts: list[str] = []
     if event is not None:
         parts.append(f"event: {event}\n")

@@ -52,14 +52,11 @@ def translate_request(raw: bytes, body: dict[str, Any]) -> Translation:
     options = body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage") is True:
         return Translation(body=raw, model=model, streaming=True, prompt=prompt)
-    # Rewrite only stream_options.include_usage; every other key keeps its
-    # value and position (dicts keep insertion order through orjson).
-    new_options = dict(options) if isinstance(options, dict) else {}
-    new_options["include_usage"] = True
-    rewritten = dict(body)
-    rewritten["stream_options"] = new_options
+    # Rewrite only stream_options.include_usage, in the client's own bytes:
+    # every other byte (formatting, key order, number spellings, unknown
+    # fields, an explicit include_usage: false being replaced) stays as sent.
     return Translation(
-        body=jsonutil.dumps(rewritten),
+        body=jsonutil.set_member(raw, body, ("stream_options", "include_usage"), True),
         model=model,
         streaming=True,
         prompt=prompt,
