@@ -119,6 +119,9 @@ class InterceptionStarted:
     credential_hint: str
     started_at: float
     metadata: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
+    #: the provider tool call id the request's last message answers (thread linking);
+    #: the store resolves it to the parent and root interceptions
+    correlating_tool_call_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -223,6 +223,7 @@ class SQLiteStore:
         tools: list[dict[str, Any]] = []
         thoughts: list[dict[str, Any]] = []
         ends: list[tuple[Any, ...]] = []
+        links: list[tuple[str, str, str]] = []
         for r in records:
             if isinstance(r, InterceptionStarted):
                 starts.append(
@@ -242,8 +243,11 @@ class SQLiteStore:
                         "credential_hint": r.credential_hint,
                         "started_at": r.started_at,
                         "metadata": _json(r.metadata),
+                        "correlating_tool_call_id": r.correlating_tool_call_id,
                     }
                 )
+                if r.correlating_tool_call_id:
+                    links.append((r.id, r.user_id, r.correlating_tool_call_id))
             elif isinstance(r, TokenUsageRecord):
                 u = r.usage
                 usages.append(
@@ -305,6 +309,9 @@ class SQLiteStore:
                 ):
                     if rows:
                         self.db[table].insert_all(rows, batch_size=500)
+                # After the child rows: the parent's tool usage may sit in this same batch.
+                for interception_id, user_id, call_id in links:
+                    self._link_thread(interception_id, user_id, call_id)
                 if ends:
                     self.db.conn.executemany(
                         "UPDATE interceptions SET status = ?, upstream_status = ?, error = ?, ended_at = ?,"
@@ -315,6 +322,26 @@ class SQLiteStore:
                     )
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
+
+    def _link_thread(self, interception_id: str, user_id: str, call_id: str) -> None:
+        """Point an interception at the one that recorded the tool call it answers.
+
+        Only the same user's interceptions are candidates (a call id sent by
+        someone else links nothing); the latest recording of the id wins. The
+        root is the parent's root, or the parent itself when it has none.
+        """
+        row = self.db.execute(
+            "SELECT i.id, coalesce(i.root_id, i.id) FROM tool_usages t"
+            " JOIN interceptions i ON i.id = t.interception_id"
+            " WHERE t.tool_call_id = ? AND i.user_id = ? AND i.id != ?"
+            " ORDER BY t.id DESC LIMIT 1",
+            (call_id, user_id, interception_id),
+        ).fetchone()
+        if row is not None:
+            self.db.execute(
+                "UPDATE interceptions SET parent_id = ?, root_id = ? WHERE id = ?",
+                (row[0], row[1], interception_id),
+            )
 
     def purge(self, cutoff: float, *, batch_size: int = 500) -> int:
         """Delete one batch of ended interceptions started before ``cutoff``; returns how many."""
@@ -462,7 +489,8 @@ def _loads(text: str | None) -> dict[str, Any]:
 _INTERCEPTION_COLUMNS = (
     "i.id, i.user_id, u.name, i.key_id, i.provider, i.provider_name, i.api, i.model, i.streaming,"
     " i.client, i.user_agent, i.client_session_id, i.credential_kind, i.credential_hint, i.status,"
-    " i.upstream_status, i.error, i.started_at, i.ended_at, i.metadata"
+    " i.upstream_status, i.error, i.started_at, i.ended_at, i.metadata,"
+    " i.correlating_tool_call_id, i.parent_id, i.root_id"
 )
 
 
@@ -487,6 +515,10 @@ def _interception_base(row: Sequence[Any]) -> dict[str, Any]:
         "started_at": rfc3339(row[17]),
         "ended_at": rfc3339(row[18]),
         "metadata": _loads(row[19]),
+        # thread linking (beyond the DESIGN §6 keys; see README "Thread linking")
+        "correlating_tool_call_id": row[20],
+        "parent_id": row[21],
+        "root_id": row[22],
         "token_usages": [],
         "user_prompts": [],
         "tool_usages": [],
