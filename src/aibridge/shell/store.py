@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
 import orjson
 import sqlite_utils
 
@@ -163,8 +164,18 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["tool_usages"].create_index(["tool_call_id"], if_not_exists=True)
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Indexes for the audit reads: every list filter walks ``(filter, started_at, id)``
+    newest first without a sort, and the keyset cursor ``(started_at, id) < (?, ?)``
+    starts inside the index. ``(user_id, started_at)`` from v1 is subsumed.
+    """
+    db.execute("DROP INDEX IF EXISTS idx_interceptions_user_id_started_at")
+    for column in ("user_id", "provider", "model", "client", "status"):
+        db["interceptions"].create_index([column, "started_at", "id"], if_not_exists=True)
+
+
 #: Forward migrations; index i brings the schema from version i to i + 1.
-MIGRATIONS = (_v1, _v2)
+MIGRATIONS = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -379,6 +390,13 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
 
+    def count_purgeable(self, cutoff: float) -> int:
+        """How many interceptions :meth:`purge` would delete for ``cutoff`` (dry runs)."""
+        row = self.db.execute(
+            "SELECT count(*) FROM interceptions WHERE started_at < ? AND ended_at IS NOT NULL", (cutoff,)
+        ).fetchone()
+        return int(row[0])
+
     def check_writable(self) -> None:
         """Raise :class:`StoreError` if a write transaction cannot be started now."""
         try:
@@ -589,36 +607,193 @@ def _attach_children(db: sqlite_utils.Database, items: list[dict[str, Any]]) -> 
             )
 
 
-def list_interceptions(
-    db: sqlite_utils.Database,
-    *,
-    user: str | None = None,
-    limit: int = 100,
-    include_in_flight: bool = False,
-) -> list[dict[str, Any]]:
-    """Interceptions newest first, in the shared JSON shape (children nested)."""
+class UnknownCursor(ValueError):
+    """``after_id`` names no interception the reader may see."""
+
+
+@attrs.frozen(kw_only=True)
+class InterceptionQuery:
+    """Filters shared by the list, usage and export reads (all optional, ANDed).
+
+    ``user`` is a name or an id (what a person types); ``user_id`` is the
+    visibility restriction the API sets for members (an exact id). Times are
+    seconds since the epoch: ``started_after`` is inclusive and
+    ``started_before`` exclusive, so consecutive windows tile without overlap.
+    """
+
+    user: str | None = None
+    user_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    client: str | None = None
+    status: str | None = None
+    started_after: float | None = None
+    started_before: float | None = None
+
+
+USAGE_GROUPS = ("user", "model", "provider", "client", "day")
+TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+)
+
+
+def _where(query: InterceptionQuery, *, include_in_flight: bool = False) -> tuple[list[str], list[Any]]:
     where = [] if include_in_flight else ["i.ended_at IS NOT NULL"]
     params: list[Any] = []
-    if user is not None:
-        where.append("(u.name = ? OR u.id = ?)")
-        params += [user, user]
+    if query.user_id is not None:
+        where.append("i.user_id = ?")
+        params.append(query.user_id)
+    if query.user is not None:
+        where.append("i.user_id IN (SELECT id FROM users WHERE name = ? OR id = ?)")
+        params += [query.user, query.user]
+    for column in ("provider", "model", "client", "status"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"i.{column} = ?")
+            params.append(value)
+    if query.started_after is not None:
+        where.append("i.started_at >= ?")
+        params.append(query.started_after)
+    if query.started_before is not None:
+        where.append("i.started_at < ?")
+        params.append(query.started_before)
+    return where, params
+
+
+def list_page(
+    db: sqlite_utils.Database,
+    query: InterceptionQuery | None = None,
+    *,
+    limit: int = 100,
+    after_id: str | None = None,
+    include_in_flight: bool = False,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page, newest first by ``(started_at, id)``, and the cursor of the next page.
+
+    The cursor is the id of the page's last item; ``None`` when nothing follows.
+    Raises :class:`UnknownCursor` if ``after_id`` is not an interception the
+    query's ``user_id`` may see (a member cannot probe other members' ids).
+    """
+    query = query or InterceptionQuery()
+    where, params = _where(query, include_in_flight=include_in_flight)
+    if after_id is not None:
+        sql = "SELECT started_at, id FROM interceptions WHERE id = ?"
+        cursor_params: list[Any] = [after_id]
+        if query.user_id is not None:
+            sql += " AND user_id = ?"
+            cursor_params.append(query.user_id)
+        anchor = db.execute(sql, cursor_params).fetchone()
+        if anchor is None:
+            raise UnknownCursor(f"after_id {after_id!r} is not a known interception")
+        # Row-value comparison: SQLite walks the (.., started_at, id) index from here.
+        where.append("(i.started_at, i.id) < (?, ?)")
+        params += [anchor[0], anchor[1]]
     sql = (
         f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY i.started_at DESC, i.id DESC LIMIT ?"
     )
-    items = [_interception_base(r) for r in db.execute(sql, (*params, limit))]
+    rows = db.execute(sql, (*params, limit + 1)).fetchall()
+    more = len(rows) > limit
+    items = [_interception_base(r) for r in rows[:limit]]
     _attach_children(db, items)
+    return items, (items[-1]["id"] if more and items else None)
+
+
+def list_interceptions(
+    db: sqlite_utils.Database,
+    query: InterceptionQuery | None = None,
+    *,
+    user: str | None = None,
+    limit: int = 100,
+    after_id: str | None = None,
+    include_in_flight: bool = False,
+) -> list[dict[str, Any]]:
+    """Interceptions newest first, in the shared JSON shape (children nested)."""
+    query = query or InterceptionQuery()
+    if user is not None:
+        query = attrs.evolve(query, user=user)
+    items, _ = list_page(db, query, limit=limit, after_id=after_id, include_in_flight=include_in_flight)
     return items
 
 
-def get_interception(db: sqlite_utils.Database, interception_id: str) -> dict[str, Any] | None:
-    row = db.execute(
-        f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id WHERE i.id = ?",
-        (interception_id,),
-    ).fetchone()
+def iter_interceptions(
+    db: sqlite_utils.Database, query: InterceptionQuery | None = None, *, page_size: int = 500
+) -> Iterator[dict[str, Any]]:
+    """Every matching ended interception, newest first, a page at a time (bounded memory)."""
+    after: str | None = None
+    while True:
+        items, after = list_page(db, query, limit=page_size, after_id=after)
+        yield from items
+        if after is None:
+            return
+
+
+def count_interceptions(db: sqlite_utils.Database, query: InterceptionQuery | None = None) -> int:
+    where, params = _where(query or InterceptionQuery())
+    sql = "SELECT count(*) FROM interceptions i" + (" WHERE " + " AND ".join(where) if where else "")
+    return int(db.execute(sql, params).fetchone()[0])
+
+
+def get_interception(
+    db: sqlite_utils.Database, interception_id: str, *, user_id: str | None = None
+) -> dict[str, Any] | None:
+    """One interception (in flight included) or ``None``; ``user_id`` restricts visibility."""
+    sql = f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id WHERE i.id = ?"
+    params: list[Any] = [interception_id]
+    if user_id is not None:
+        sql += " AND i.user_id = ?"
+        params.append(user_id)
+    row = db.execute(sql, params).fetchone()
     if row is None:
         return None
     items = [_interception_base(row)]
     _attach_children(db, items)
     return items[0]
+
+
+_GROUP_KEYS = {
+    "user": "i.user_id",
+    "model": "i.model",
+    "provider": "i.provider",
+    "client": "i.client",
+    "day": "date(i.started_at, 'unixepoch')",
+}
+
+
+def usage_report(
+    db: sqlite_utils.Database, query: InterceptionQuery | None = None, *, group_by: str = "user"
+) -> list[dict[str, Any]]:
+    """Ended interceptions and their token sums per group, ordered by the group key.
+
+    Two grouped scans (counts over interceptions, sums over token_usages joined
+    to them) merged here: cheaper than joining a per-interception subquery.
+    """
+    if group_by not in _GROUP_KEYS:
+        raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPS)}")
+    key = _GROUP_KEYS[group_by]
+    where, params = _where(query or InterceptionQuery())
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    groups: dict[Any, dict[str, Any]] = {}
+    for k, n in db.execute(f"SELECT {key}, count(*) FROM interceptions i{clause} GROUP BY 1", params):
+        groups[k] = {"key": k, "interceptions": n, **dict.fromkeys(TOKEN_KINDS, 0)}
+    sums = ", ".join(f"coalesce(sum(t.{kind}), 0)" for kind in TOKEN_KINDS)
+    for row in db.execute(
+        f"SELECT {key}, {sums} FROM token_usages t JOIN interceptions i ON i.id = t.interception_id"
+        f"{clause} GROUP BY 1",
+        params,
+    ):
+        if row[0] in groups:
+            groups[row[0]].update(zip(TOKEN_KINDS, row[1:], strict=True))
+    if group_by == "user" and groups:
+        names = dict(db.execute(
+            f"SELECT id, name FROM users WHERE id IN ({','.join('?' * len(groups))})", list(groups)
+        ).fetchall())
+        for user_id, group in groups.items():
+            group["key"] = names.get(user_id, user_id)
+            group["user_id"] = user_id
+    return sorted(groups.values(), key=lambda g: (g["key"] is None, str(g["key"])))
