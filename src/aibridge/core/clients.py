@@ -1,58 +1,166 @@
-"""Which client sent a request, and its session id. Detection never alters a request.
+"""Which client sent a request, and its own session id. Detection never alters a request.
 
-A small ordered table of (client name, predicate on lower-cased headers);
-the first match wins. Session ids come from headers or the body's metadata.
+Both answers come from small ordered tables; the first match wins. Headers
+are given lower-cased (as the shell collects them). Nothing here raises on a
+strange header or body, and nothing is written back: detection only reads.
+
+Where the strings come from (each client's own source):
+
+* Claude Code: ``User-Agent: claude-cli/2.0.14 (external, cli)`` and
+  ``X-Claude-Code-Session-Id``; older versions only put the session into the
+  Messages body as ``metadata.user_id`` (``user_<hash>_account_<uuid>_session_<uuid>``,
+  newer ones a JSON string ``{"device_id":...,"session_id":...}``).
+* Codex: ``User-Agent: codex_cli_rs/0.58.0 (...)`` (or ``codex_vscode/``,
+  ``codex_exec/``), ``originator: codex_cli_rs`` and a ``session_id`` header.
+* Zed: ``User-Agent: Zed/0.210.4 (macos; aarch64)``.
+* GitHub Copilot Chat: ``User-Agent: GitHubCopilotChat/0.33.0``,
+  ``Copilot-Integration-Id: vscode-chat``, ``VScode-SessionId``.
+* Roo Code: ``User-Agent: RooCode/3.30.0``, ``X-Title: Roo Code``.
+* Kilo Code: ``User-Agent: Kilo-Code/4.100.0``, ``X-Title: Kilo Code``,
+  ``X-KiloCode-Version``, ``X-KiloCode-TaskId``.
+* opencode: ``User-Agent: opencode/1.0.0``, ``x-opencode-session``.
+* Goose: ``User-Agent: goose/1.13.0`` (or ``Goose``).
+* Cursor: requests come from Cursor's servers; ``x-cursor-*`` headers or a
+  ``Cursor`` user agent.
+* The SDKs: ``User-Agent: OpenAI/Python 1.109.1`` / ``Anthropic/Python 0.69.0``
+  (``/JS`` for TypeScript) and ``x-stainless-*`` headers.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import attrs
 
 Headers = Mapping[str, str]
+UNKNOWN = "Unknown"
 
 
-def _ua_has(*needles: str) -> Callable[[Headers], bool]:
-    return lambda h: any(n in h.get("user-agent", "").lower() for n in needles)
+@attrs.frozen(kw_only=True)
+class ClientRule:
+    """One client's fingerprint; any one of the listed signs is enough.
+
+    ``products`` are User-Agent product names (the text before the first
+    ``/`` or space, compared case-insensitively); ``ua_contains`` are
+    substrings of the lower-cased User-Agent; ``headers`` are header names
+    whose presence suffices; ``header_values`` are (header, lower-cased
+    value prefix) pairs.
+    """
+
+    name: str
+    products: tuple[str, ...] = ()
+    ua_contains: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    header_prefixes: tuple[str, ...] = ()
+    header_values: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, product: str, ua: str, headers: Headers) -> bool:
+        if product in self.products:
+            return True
+        if any(needle in ua for needle in self.ua_contains):
+            return True
+        if any(name in headers for name in self.headers):
+            return True
+        if self.header_prefixes and any(k.startswith(self.header_prefixes) for k in headers):
+            return True
+        return any(headers.get(name, "").lower().startswith(value) for name, value in self.header_values)
 
 
-def _header(name: str) -> Callable[[Headers], bool]:
-    return lambda h: name in h
-
-
-#: Order matters: specific agents before the SDKs they are built on.
-CLIENT_RULES: tuple[tuple[str, Callable[[Headers], bool]], ...] = (
-    ("Claude Code", lambda h: _ua_has("claude-cli", "claude-code")(h) or "x-claude-code-session-id" in h),
-    ("Codex", lambda h: _ua_has("codex")(h) or h.get("originator", "").lower().startswith("codex")),
-    ("Zed", _ua_has("zed/", "zed ")),
-    ("Cursor", lambda h: _ua_has("cursor")(h) or any(k.startswith("x-cursor-") for k in h)),
-    ("GitHub Copilot", lambda h: _ua_has("copilot")(h) or "copilot-integration-id" in h),
-    ("Roo Code", _ua_has("roo-code", "roocode", "roo code")),
-    ("Kilo Code", _ua_has("kilo-code", "kilocode", "kilo code")),
-    ("opencode", _ua_has("opencode")),
-    ("Goose", _ua_has("goose")),
-    ("Anthropic SDK", lambda h: _ua_has("anthropic/")(h) or "x-stainless-lang" in h and "anthropic-version" in h),
-    ("OpenAI SDK", lambda h: _ua_has("openai/")(h) or "x-stainless-lang" in h),
+#: Order matters: agents before the SDKs they are built on, forks before the
+#: project they forked (Kilo Code before Roo Code and opencode).
+CLIENT_RULES: tuple[ClientRule, ...] = (
+    ClientRule(
+        name="Claude Code",
+        products=("claude-cli", "claude-code"),
+        headers=("x-claude-code-session-id",),
+    ),
+    ClientRule(
+        name="Codex",
+        products=("codex_cli_rs", "codex_vscode", "codex_exec", "codex_sdk_ts", "codex-cli", "codex"),
+        header_values=(("originator", "codex"),),
+    ),
+    ClientRule(name="Zed", products=("zed",)),
+    ClientRule(name="Cursor", products=("cursor",), ua_contains=("cursor/",), header_prefixes=("x-cursor-",)),
+    ClientRule(
+        name="GitHub Copilot",
+        products=("githubcopilotchat", "githubcopilot", "copilot"),
+        ua_contains=("copilot",),
+        headers=("copilot-integration-id",),
+    ),
+    ClientRule(
+        name="Kilo Code",
+        products=("kilo-code", "kilocode"),
+        headers=("x-kilocode-version", "x-kilocode-taskid"),
+        header_values=(("x-title", "kilo code"),),
+    ),
+    ClientRule(
+        name="Roo Code",
+        products=("roocode", "roo-code"),
+        header_values=(("x-title", "roo code"),),
+    ),
+    ClientRule(name="opencode", products=("opencode",), headers=("x-opencode-session", "x-opencode-client")),
+    ClientRule(name="Goose", products=("goose",)),
+    ClientRule(name="Anthropic SDK", products=("anthropic",)),
+    ClientRule(name="OpenAI SDK", products=("openai",)),
 )
+
+_PRODUCT = re.compile(r"[^/\s;(]+")
+
+
+def _product(ua: str) -> str:
+    match = _PRODUCT.match(ua.strip())
+    return match.group(0).lower() if match else ""
 
 
 def detect_client(headers: Headers) -> str:
-    for name, rule in CLIENT_RULES:
-        try:
-            if rule(headers):
-                return name
-        except Exception:  # noqa: BLE001 - detection must never fail a request
-            continue
-    return "Unknown"
+    """The client's name from its User-Agent and headers, or ``"Unknown"``."""
+    try:
+        ua = headers.get("user-agent", "") or ""
+        product = _product(ua)
+        lowered = ua.lower()
+        for rule in CLIENT_RULES:
+            if rule.matches(product, lowered, headers):
+                return rule.name
+        # A Stainless-generated SDK with a custom User-Agent: anthropic-version tells which.
+        if "x-stainless-lang" in headers:
+            return "Anthropic SDK" if "anthropic-version" in headers else "OpenAI SDK"
+    except Exception:  # noqa: BLE001 - detection must never fail a request
+        pass
+    return UNKNOWN
 
 
-_LEGACY_SESSION = re.compile(r"_session_([0-9a-fA-F-]{36})")
+#: Session headers, most specific first (the client that sends each one):
+#: Claude Code, Codex, opencode, Kilo Code, then common conventions, and
+#: last VS Code's editor session (sent by Copilot Chat).
+SESSION_HEADERS: tuple[str, ...] = (
+    "x-claude-code-session-id",
+    "session_id",
+    "x-opencode-session",
+    "x-kilocode-taskid",
+    "x-session-id",
+    "session-id",
+    "vscode-sessionid",
+)
+#: A session id longer than this is not recorded (a header is not a blob store).
+MAX_SESSION_ID = 256
+
+_LEGACY_SESSION = re.compile(r"_session_([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")
 
 
-def _metadata_session(body: Mapping[str, Any] | None) -> str | None:
+def _clean(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_SESSION_ID or any(ord(c) < 0x20 for c in value):
+        return None
+    return value
+
+
+def claude_code_metadata_session(body: Any) -> str | None:
+    """Claude Code's session from the body's ``metadata.user_id``, either form."""
     if not isinstance(body, Mapping):
         return None
     metadata = body.get("metadata")
@@ -63,19 +171,21 @@ def _metadata_session(body: Mapping[str, Any] | None) -> str | None:
         return None
     if user_id.lstrip().startswith("{"):
         try:
-            parsed = orjson.loads(user_id)
-        except orjson.JSONDecodeError:
+            parsed = json.loads(user_id)
+        except (ValueError, RecursionError):
             return None
-        value = parsed.get("session_id") if isinstance(parsed, dict) else None
-        return value if isinstance(value, str) and value else None
-    match = _LEGACY_SESSION.search(user_id)
-    return match.group(1) if match else None
+        return _clean(parsed.get("session_id")) if isinstance(parsed, dict) else None
+    match = _LEGACY_SESSION.search(user_id.strip())
+    return str(match.group(1)) if match else None
 
 
-def detect_session_id(headers: Headers, body: Mapping[str, Any] | None) -> str | None:
-    """The client's own session id, where its client sends one."""
-    for name in ("x-claude-code-session-id", "session_id", "session-id", "x-session-id"):
-        value = headers.get(name)
-        if value:
-            return value
-    return _metadata_session(body)
+def detect_session_id(headers: Headers, body: Any) -> str | None:
+    """The client's own session id, where its client sends one; ``None`` otherwise."""
+    try:
+        for name in SESSION_HEADERS:
+            value = _clean(headers.get(name))
+            if value is not None:
+                return value
+        return claude_code_metadata_session(body)
+    except Exception:  # noqa: BLE001 - detection must never fail a request
+        return None

@@ -96,7 +96,14 @@ class StreamFailed:
     message: str
 
 
-AuditEvent = UsageReported | ToolCallMade | ThoughtRecorded | ResponseIdentified | StreamFailed
+@attrs.frozen(kw_only=True)
+class InterceptionNoted:
+    """A fact about the interception for its ``metadata`` (e.g. Responses ``incomplete_reason``)."""
+
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
+
+
+AuditEvent = UsageReported | ToolCallMade | ThoughtRecorded | ResponseIdentified | StreamFailed | InterceptionNoted
 
 
 # -- records (what the writer stores) -----------------------------------------

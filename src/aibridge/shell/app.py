@@ -26,6 +26,7 @@ from aibridge import config as config_mod
 from aibridge.core import jsonutil
 from aibridge.core.auth import hash_key, presented_credential
 from aibridge.core.clients import detect_client, detect_session_id
+from aibridge.core.threads import answered_tool_call_id
 from aibridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
@@ -38,6 +39,7 @@ from aibridge.core.headers import client_response_headers
 from aibridge.core.model import (
     AuditEvent,
     InterceptionEnded,
+    InterceptionNoted,
     InterceptionStarted,
     PromptRecord,
     ResponseIdentified,
@@ -90,6 +92,8 @@ class Interception:
     upstream_status: int | None = None
     error: str | None = None
     response_id: str = ""
+    #: facts the response parser noted for the interception's metadata
+    metadata: dict[str, Any] = attrs.Factory(dict)
     upstream_seconds: float = 0.0
     #: the client has been sent the whole response; a hang-up now is not a disconnect
     complete: bool = False
@@ -335,7 +339,11 @@ class BridgeApp:
             credential_kind=request.credential_kind,
             credential_hint=request.credential_hint,
             started_at=started_at,
-            metadata={"rewritten": list(translation.rewritten)} if translation.rewritten else {},
+            metadata={
+                **translation.metadata,
+                **({"rewritten": list(translation.rewritten)} if translation.rewritten else {}),
+            },
+            correlating_tool_call_id=answered_tool_call_id(route.api, parsed),
         )
         records: list[Any] = [start]
         if translation.prompt is not None:
@@ -387,6 +395,7 @@ class BridgeApp:
                 upstream_status=ic.upstream_status,
                 error=ic.error,
                 ended_at=self.clock(),
+                metadata=ic.metadata,
             )
             await self.writer.record(end)
             if self.metrics is not None:
@@ -403,6 +412,8 @@ class BridgeApp:
                 ic.error = ic.error or event.message
             elif isinstance(event, ResponseIdentified):
                 ic.response_id = event.provider_response_id
+            elif isinstance(event, InterceptionNoted):
+                ic.metadata.update(event.metadata)
             record = to_record(ic.id, event, now)
             if record is not None:
                 records.append(record)

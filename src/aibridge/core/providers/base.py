@@ -38,6 +38,8 @@ class Translation:
     path: str | None = None
     #: extra headers the translation needs upstream (e.g. Bedrock's content type)
     headers: tuple[tuple[str, str], ...] = ()
+    #: facts about the request for the interception's metadata (e.g. Responses ``background``)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
 
 
 def require_fields(
@@ -68,6 +70,10 @@ class ToolCallAssembler:
     Responses by output item id. A final value (Responses ``*.done`` events,
     complete output items) replaces whatever the deltas assembled. A call with
     no argument fragments at all has arguments ``{}``.
+
+    A ``text`` call (Responses ``custom_tool_call``, whose input is free-form
+    text rather than JSON arguments) is stored as a JSON string, so that a
+    tool usage's ``input`` is always valid JSON text.
     """
 
     def __init__(self) -> None:
@@ -76,15 +82,23 @@ class ToolCallAssembler:
     def __contains__(self, key: Any) -> bool:
         return key in self._calls
 
-    def start(self, key: Any, *, call_id: str | None, name: str | None, args: str = "") -> None:
-        self._calls[key] = {"id": call_id or "", "name": name or "", "parts": [args] if args else [], "final": None}
+    def start(
+        self, key: Any, *, call_id: str | None, name: str | None, args: str = "", text: bool = False
+    ) -> None:
+        self._calls[key] = {
+            "id": call_id or "", "name": name or "", "parts": [args] if args else [], "final": None, "text": text,
+        }
 
-    def update(self, key: Any, *, call_id: str | None = None, name: str | None = None) -> None:
+    def update(
+        self, key: Any, *, call_id: str | None = None, name: str | None = None, text: bool | None = None
+    ) -> None:
         slot = self._calls.setdefault(key, {"id": "", "name": "", "parts": [], "final": None})
         if call_id:
             slot["id"] = call_id
         if name:
             slot["name"] = name
+        if text is not None:
+            slot["text"] = text
 
     def append(self, key: Any, fragment: str) -> None:
         slot = self._calls.setdefault(key, {"id": "", "name": "", "parts": [], "final": None})
@@ -107,6 +121,8 @@ class ToolCallAssembler:
     @staticmethod
     def _build(slot: dict[str, Any], response_id: str) -> ToolCall:
         args = slot["final"] if slot["final"] is not None else "".join(slot["parts"])
+        if slot.get("text"):
+            args = jsonutil.dumps(args).decode()
         return ToolCall(
             provider_response_id=response_id,
             tool_call_id=slot["id"],

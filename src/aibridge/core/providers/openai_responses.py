@@ -1,11 +1,40 @@
 """OpenAI Responses: request translation and response auditing.
 
+The request goes upstream as the client's bytes: no rewrite is ever needed
+(ids are never touched, so ``previous_response_id`` and ``conversation``
+chaining keep working).
+
 Stream events (https://platform.openai.com/docs/api-reference/responses-streaming):
-``response.created``, ``response.output_item.added`` / ``.done`` (function_call,
-custom_tool_call, reasoning, message items), ``response.function_call_arguments.delta``
-/ ``.done``, ``response.custom_tool_call_input.delta`` / ``.done``, and the
-terminal ``response.completed`` / ``response.incomplete`` / ``response.failed``
-carrying usage. ``*.done`` values and complete output items win over deltas.
+``response.created`` / ``response.queued`` / ``response.in_progress`` (the
+response id), ``response.output_item.added`` / ``.done`` (``function_call``,
+``custom_tool_call``, ``reasoning`` and ``message`` items),
+``response.function_call_arguments.delta`` / ``.done``,
+``response.custom_tool_call_input.delta`` / ``.done``,
+``response.reasoning_summary_text.done``, and one terminal event
+``response.completed`` / ``response.incomplete`` / ``response.failed``
+whose ``response`` carries ``usage`` (``null`` on some failures: then no
+usage row is invented). ``error`` events carry ``message`` (and ``code``) at
+the top level or under ``error``.
+
+Which value wins: a ``*.done`` event replaces the deltas, a complete output
+item (``output_item.done``) replaces both, and the terminal response's
+``output`` fills in any item the stream never finished (backends that skip
+``output_item.done``). Each item is recorded once, keyed by its id.
+
+Thoughts: reasoning ``summary`` parts (one thought per part, source
+``reasoning_summary``) and assistant messages with ``phase: "commentary"``
+(the preamble a model like gpt-5 says before calling tools; source
+``commentary``). Final-answer text is not a thought.
+
+A ``custom_tool_call``'s input is free-form text (a patch, a SQL query), not
+JSON arguments: its tool usage ``input`` is that text as a JSON string.
+
+``response.incomplete`` (``max_output_tokens``, ``content_filter``) ends the
+interception ``completed``: the upstream answered and the client got a
+well-formed response; the reason goes into the interception's metadata as
+``incomplete_reason``. ``response.failed``, ``error`` events and malformed
+event data end it ``failed``.
+
 Unknown events and item types are relayed and ignored.
 """
 
@@ -13,8 +42,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from aibridge.core import jsonutil
 from aibridge.core.model import (
     AuditEvent,
+    InterceptionNoted,
     ResponseIdentified,
     StreamFailed,
     ThoughtRecorded,
@@ -37,16 +68,43 @@ from aibridge.core.usage import responses_usage
 
 SHAPE = "openai"
 API = "responses"
-#: output item type -> the field holding its arguments
-TOOL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
+#: output item type -> (the field holding its input, whether that input is free-form text)
+TOOL_ITEMS: dict[str, tuple[str, bool]] = {
+    "function_call": ("arguments", False),
+    "custom_tool_call": ("input", True),
+}
+#: stream event -> the field of its payload holding the final input of a tool item
+TOOL_DONE_EVENTS = {
+    "response.function_call_arguments.done": "arguments",
+    "response.custom_tool_call_input.done": "input",
+}
+TOOL_DELTA_EVENTS = frozenset({"response.function_call_arguments.delta", "response.custom_tool_call_input.delta"})
+IDENTIFYING_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress"})
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+#: request fields worth keeping in the interception's metadata (chaining and background mode)
+NOTED_REQUEST_FIELDS = ("background", "previous_response_id", "conversation")
+
+
+def _request_notes(body: dict[str, Any]) -> dict[str, Any]:
+    notes: dict[str, Any] = {}
+    for name in NOTED_REQUEST_FIELDS:
+        value = body.get(name)
+        if name == "conversation" and isinstance(value, dict):
+            value = value.get("id")
+        if value is True or (isinstance(value, str) and value):
+            notes[name] = value
+    return notes
 
 
 def translate_request(raw: bytes, body: dict[str, Any]) -> Translation:
+    """The client's bytes go upstream unchanged; only the audit reads the body."""
     model, stream = require_fields(body, list_field=None)
-    return Translation(body=raw, model=model, streaming=stream, prompt=responses_prompt(body))
+    return Translation(
+        body=raw, model=model, streaming=stream, prompt=responses_prompt(body), metadata=_request_notes(body)
+    )
 
 
-def _item_thoughts(item: dict[str, Any]) -> list[AuditEvent]:
+def _thoughts(item: dict[str, Any]) -> list[AuditEvent]:
     """Reasoning summaries and assistant ``commentary`` messages of one output item."""
     kind = item.get("type")
     events: list[AuditEvent] = []
@@ -63,35 +121,57 @@ def _item_thoughts(item: dict[str, Any]) -> list[AuditEvent]:
     return events
 
 
-def _item_tool_call(item: dict[str, Any], response_id: str) -> ToolCall | None:
-    field = TOOL_ITEMS.get(as_str(item.get("type")))
-    if field is None:
+def _tool_call(item: dict[str, Any], response_id: str) -> ToolCall | None:
+    spec = TOOL_ITEMS.get(as_str(item.get("type")))
+    if spec is None:
         return None
-    args = as_str(item.get(field))
-    return ToolCall(
-        provider_response_id=response_id,
-        tool_call_id=as_str(item.get("call_id")) or as_str(item.get("id")),
-        tool=as_str(item.get("name")),
-        input=args if args.strip() else "{}",
-    )
+    field, text = spec
+    assembler = ToolCallAssembler()
+    assembler.start(None, call_id=_call_id(item), name=as_str(item.get("name")), text=text)
+    assembler.finalize(None, as_str(item.get(field)))
+    return assembler.pop(None, response_id)
 
 
-def _terminal_events(response: dict[str, Any], failed: bool) -> list[AuditEvent]:
+def _call_id(item: dict[str, Any]) -> str:
+    return as_str(item.get("call_id")) or as_str(item.get("id"))
+
+
+def _error_message(payload: dict[str, Any]) -> str:
+    error = as_dict(payload.get("error"))
+    message = as_str(payload.get("message")) or as_str(error.get("message"))
+    code = as_str(payload.get("code")) or as_str(error.get("code")) or as_str(error.get("type"))
+    if not message:
+        message = jsonutil.dumps(payload).decode()[:500]
+    return f"{code}: {message}" if code else message
+
+
+def _terminal_events(response: dict[str, Any], status: str) -> list[AuditEvent]:
+    """Usage (when present), the incomplete reason, the failure of a terminal response."""
     events: list[AuditEvent] = []
     usage = response.get("usage")
     if isinstance(usage, dict):
         events.append(UsageReported(usage=responses_usage(usage, as_str(response.get("id")))))
-    if failed:
+    if status == "incomplete":
+        reason = as_str(as_dict(response.get("incomplete_details")).get("reason")) or "unknown"
+        events.append(InterceptionNoted(metadata={"incomplete_reason": reason}))
+    elif status == "failed":
         error = as_dict(response.get("error"))
-        events.append(StreamFailed(message=as_str(error.get("message")) or "response failed"))
+        message = as_str(error.get("message")) or "response failed"
+        code = as_str(error.get("code"))
+        events.append(StreamFailed(message=f"{code}: {message}" if code else message))
     return events
 
 
 class StreamHandler:
+    """Audit events of a Responses stream (see the module docstring for the rules)."""
+
     def __init__(self) -> None:
         self.response_id = ""
         self._tools = ToolCallAssembler()
-        self._terminal: list[AuditEvent] = []
+        #: output item ids already recorded (tool call or thoughts)
+        self._done: set[str] = set()
+        #: reasoning summary texts seen in ``reasoning_summary_text.done``, per item, by index
+        self._summaries: dict[str, dict[int, str]] = {}
 
     def drop(self, event: SSEEvent, payload: Any) -> bool:
         return False
@@ -100,74 +180,104 @@ class StreamHandler:
         if not isinstance(payload, dict):
             return []
         kind = as_str(payload.get("type"))
-        if kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
+        if kind in TOOL_DELTA_EVENTS:
             self._tools.append(payload.get("item_id"), as_str(payload.get("delta")))
             return []
-        if kind == "response.function_call_arguments.done":
-            self._tools.finalize(payload.get("item_id"), as_str(payload.get("arguments")))
-            return []
-        if kind == "response.custom_tool_call_input.done":
-            self._tools.finalize(payload.get("item_id"), as_str(payload.get("input")))
+        if kind in TOOL_DONE_EVENTS:
+            value = payload.get(TOOL_DONE_EVENTS[kind])
+            if isinstance(value, str):
+                self._tools.finalize(payload.get("item_id"), value)
             return []
         if kind == "response.output_item.added":
             item = as_dict(payload.get("item"))
-            field = TOOL_ITEMS.get(as_str(item.get("type")))
-            if field is not None:
+            spec = TOOL_ITEMS.get(as_str(item.get("type")))
+            if spec is not None and item.get("id") not in self._tools:
                 self._tools.start(
                     item.get("id"),
-                    call_id=as_str(item.get("call_id")),
+                    call_id=_call_id(item),
                     name=as_str(item.get("name")),
-                    args=as_str(item.get(field)),
+                    args=as_str(item.get(spec[0])),
+                    text=spec[1],
                 )
             return []
         if kind == "response.output_item.done":
-            item = as_dict(payload.get("item"))
-            field = TOOL_ITEMS.get(as_str(item.get("type")))
-            if field is not None:
-                key = item.get("id")
-                self._tools.update(key, call_id=as_str(item.get("call_id")), name=as_str(item.get("name")))
-                if isinstance(item.get(field), str) and item.get(field):
-                    self._tools.finalize(key, item[field])
-                call = self._tools.pop(key, self.response_id)
-                return [ToolCallMade(call=call)] if call else []
-            return _item_thoughts(item)
-        if kind in ("response.created", "response.in_progress"):
+            return self._item_done(as_dict(payload.get("item")))
+        if kind == "response.reasoning_summary_text.done":
+            index = payload.get("summary_index")
+            text = as_str(payload.get("text"))
+            if isinstance(index, int) and text:
+                self._summaries.setdefault(as_str(payload.get("item_id")), {})[index] = text
+            return []
+        if kind in IDENTIFYING_EVENTS:
             response = as_dict(payload.get("response"))
             if not self.response_id and response.get("id"):
                 self.response_id = as_str(response.get("id"))
                 return [ResponseIdentified(provider_response_id=self.response_id)]
             return []
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
+        if kind in TERMINAL_EVENTS:
             response = as_dict(payload.get("response"))
-            self.response_id = as_str(response.get("id")) or self.response_id
-            self._terminal = _terminal_events(response, failed=kind == "response.failed")
-            return []
+            events: list[AuditEvent] = []
+            if not self.response_id and response.get("id"):
+                self.response_id = as_str(response.get("id"))
+                events.append(ResponseIdentified(provider_response_id=self.response_id))
+            for item in as_list(response.get("output")):
+                if isinstance(item, dict) and as_str(item.get("id")) not in self._done:
+                    events.extend(self._item_done(item))
+            events.extend(_terminal_events(response, kind.removeprefix("response.")))
+            return events
         if kind == "error":
-            message = as_str(payload.get("message")) or as_str(as_dict(payload.get("error")).get("message"))
-            return [StreamFailed(message=message or "stream error")]
+            return [StreamFailed(message=_error_message(payload))]
         return []
 
+    def _item_done(self, item: dict[str, Any]) -> list[AuditEvent]:
+        item_id = as_str(item.get("id"))
+        if item_id and item_id in self._done:
+            return []
+        spec = TOOL_ITEMS.get(as_str(item.get("type")))
+        if spec is not None:
+            key = item.get("id")
+            field, text = spec
+            self._tools.update(key, call_id=_call_id(item), name=as_str(item.get("name")), text=text)
+            value = item.get(field)
+            if isinstance(value, str) and (value or text):
+                self._tools.finalize(key, value)
+            call = self._tools.pop(key, self.response_id)
+            events: list[AuditEvent] = [ToolCallMade(call=call)] if call else []
+        else:
+            events = _thoughts(item)
+            if not events and item.get("type") == "reasoning":
+                events = self._streamed_summaries(item_id)
+            self._summaries.pop(item_id, None)
+        if item_id:
+            self._done.add(item_id)
+        return events
+
+    def _streamed_summaries(self, item_id: str) -> list[AuditEvent]:
+        parts = self._summaries.pop(item_id, {})
+        return [ThoughtRecorded(content=parts[i], source="reasoning_summary") for i in sorted(parts)]
+
     def finish(self) -> list[AuditEvent]:
+        """What a stream cut short leaves: unfinished tool calls and summaries."""
         events: list[AuditEvent] = tool_call_events(self._tools.pop_all(self.response_id))
-        events.extend(self._terminal)
-        self._terminal = []
+        for item_id in list(self._summaries):
+            events.extend(self._streamed_summaries(item_id))
         return events
 
 
 def audit_body(payload: Any) -> list[AuditEvent]:
-    """Audit events of a blocking ``response`` object."""
+    """Audit events of a blocking reply: a ``response`` object, or an error object."""
     if not isinstance(payload, dict):
         return [StreamFailed(message="upstream reply is not a JSON object")]
     if payload.get("object") != "response" and isinstance(payload.get("error"), dict):
-        return [StreamFailed(message=as_str(payload["error"].get("message")) or "upstream error")]
+        return [StreamFailed(message=_error_message(payload))]
     response_id = as_str(payload.get("id"))
     events: list[AuditEvent] = [ResponseIdentified(provider_response_id=response_id)]
     for item in as_list(payload.get("output")):
         item = as_dict(item)
-        call = _item_tool_call(item, response_id)
+        call = _tool_call(item, response_id)
         if call is not None:
             events.append(ToolCallMade(call=call))
         else:
-            events.extend(_item_thoughts(item))
-    events.extend(_terminal_events(payload, failed=payload.get("status") == "failed"))
+            events.extend(_thoughts(item))
+    events.extend(_terminal_events(payload, as_str(payload.get("status"))))
     return events
