@@ -110,6 +110,7 @@ class BridgeApp:
         *,
         clock: Callable[[], float] = time.time,
         targets: dict[str, Target] | None = None,
+        key_cache_seconds: float = KEY_CACHE_SECONDS,
     ) -> None:
         self.config = config
         self.writer = writer
@@ -119,6 +120,8 @@ class BridgeApp:
         self._reader = store_mod.open_reader(config.db)
         self._reader_lock = trio.Lock()
         self._key_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        #: how long a key lookup is trusted; a revoked key stops working after at most this
+        self.key_cache_seconds = key_cache_seconds
         self.in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -235,7 +238,7 @@ class BridgeApp:
                 row = await trio.to_thread.run_sync(store_mod.lookup_key, self._reader, key_hash)
             if len(self._key_cache) > 10000:
                 self._key_cache.clear()
-            self._key_cache[key_hash] = (now + KEY_CACHE_SECONDS, row)
+            self._key_cache[key_hash] = (now + self.key_cache_seconds, row)
         if row is None:
             raise AuthenticationFailed("invalid aibridge key")
         if row["revoked_at"] is not None:
