@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import attrs
@@ -435,7 +435,12 @@ class BridgeApp:
         send: Send,
     ) -> None:
         extra = [(INTERCEPTION_HEADER, ic.id)]
-        async with target.open(self.client, request) as response:
+        waiting = time.perf_counter()
+        async with target.open(self.client, request) as opened:
+            # Time to the headers, then every wait for body bytes, is upstream's;
+            # the overhead metric is wall time minus this.
+            ic.upstream_seconds += time.perf_counter() - waiting
+            response = TimedResponse(opened, ic)
             ic.upstream_status = response.status_code
             if response.status_code >= 400:
                 body = await response.aread()
@@ -504,6 +509,36 @@ class BridgeApp:
 
 class ClientGoneError(BridgeError):
     status = 499
+
+
+class TimedResponse:
+    """An :class:`UpstreamResponse` that adds the time spent awaiting its bytes to ``ic.upstream_seconds``."""
+
+    def __init__(self, inner: UpstreamResponse, ic: Interception) -> None:
+        self._inner = inner
+        self._ic = ic
+        self.status_code = inner.status_code
+        self.headers = inner.headers
+        self.decoded = inner.decoded
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        chunks = self._inner.aiter_bytes().__aiter__()
+        while True:
+            waiting = time.perf_counter()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                self._ic.upstream_seconds += time.perf_counter() - waiting
+            yield chunk
+
+    async def aread(self) -> bytes:
+        waiting = time.perf_counter()
+        try:
+            return await self._inner.aread()
+        finally:
+            self._ic.upstream_seconds += time.perf_counter() - waiting
 
 
 def _error_text(body: bytes) -> str:

@@ -28,7 +28,10 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from aibridge.shell.api import install_api
 from aibridge.shell.app import BridgeApp
+from aibridge.shell.audit_log import install_audit_log
+from aibridge.shell.metrics import install_metrics
 from aibridge.shell.retention import run_retention_timer
 from aibridge.shell.store import SQLiteStore
 from aibridge.shell.upstream import open_client
@@ -39,6 +42,7 @@ log = logging.getLogger("aibridge.run")
 #: functions called with the app after it is built: (app, config) -> None.
 #: Optional subsystems (metrics, audit API, limits, MCP) register here.
 APP_EXTENSIONS: list[Callable[[BridgeApp, Any], Any]] = []
+APP_EXTENSIONS += [install_metrics, install_api, install_audit_log]
 
 
 @attrs.define
