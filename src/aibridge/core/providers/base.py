@@ -82,6 +82,11 @@ class ToolCallAssembler:
     def __contains__(self, key: Any) -> bool:
         return key in self._calls
 
+    def call_id(self, key: Any) -> str:
+        """The provider call id assembled so far for ``key`` ("" if none yet)."""
+        slot = self._calls.get(key)
+        return "" if slot is None else str(slot["id"])
+
     def start(
         self, key: Any, *, call_id: str | None, name: str | None, args: str = "", text: bool = False
     ) -> None:
@@ -167,6 +172,11 @@ class StreamTap:
         self._filtering = filtering
         self._is_terminator = is_terminator
         self.malformed = 0
+
+    @property
+    def at_event_boundary(self) -> bool:
+        """The client has been sent whole events only (a keep-alive comment may go in now)."""
+        return self._filtering or self._parser.at_boundary
 
     def receive_data(self, data: bytes) -> tuple[bytes, list[AuditEvent]]:
         events = self._parser.receive_data(data)

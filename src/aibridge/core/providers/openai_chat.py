@@ -70,6 +70,7 @@ class StreamHandler:
         self.response_id = ""
         self._usage: dict[str, Any] | None = None
         self._tools = ToolCallAssembler()
+        self._done: list[ToolCall] = []  # calls closed early (a new id reused their index)
         self._reasoning: list[str] = []
 
     def drop(self, event: SSEEvent, payload: Any) -> bool:
@@ -103,10 +104,17 @@ class StreamHandler:
                     continue
                 key = (choice.get("index", 0), tc.get("index", 0))
                 function = as_dict(tc.get("function"))
+                call_id = as_str(tc.get("id"))
+                if key in self._tools and call_id and self._tools.call_id(key) not in ("", call_id):
+                    # A new call id at a used index: some OpenAI-compatible
+                    # servers send each parallel call whole, all at index 0.
+                    done = self._tools.pop(key, self.response_id)
+                    if done is not None:
+                        self._done.append(done)
                 if key not in self._tools:
-                    self._tools.start(key, call_id=as_str(tc.get("id")), name=as_str(function.get("name")))
+                    self._tools.start(key, call_id=call_id, name=as_str(function.get("name")))
                 else:
-                    self._tools.update(key, call_id=as_str(tc.get("id")), name=as_str(function.get("name")))
+                    self._tools.update(key, call_id=call_id, name=as_str(function.get("name")))
                 self._tools.append(key, as_str(function.get("arguments")))
         usage = payload.get("usage")
         if isinstance(usage, dict):
@@ -118,7 +126,8 @@ class StreamHandler:
         if self._reasoning:
             events.append(ThoughtRecorded(content="".join(self._reasoning), source="reasoning_content"))
             self._reasoning = []
-        events.extend(tool_call_events(self._tools.pop_all(self.response_id)))
+        events.extend(tool_call_events(self._done + self._tools.pop_all(self.response_id)))
+        self._done = []
         if self._usage is not None:
             events.append(UsageReported(usage=openai_chat_usage(self._usage, self.response_id)))
             self._usage = None
