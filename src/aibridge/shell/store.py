@@ -24,6 +24,8 @@ import attrs
 import orjson
 import sqlite_utils
 
+from aibridge.core.audit_query import USAGE_GROUPS, InterceptionQuery
+from aibridge.core.export import TOKEN_KINDS
 from aibridge.core.model import (
     InterceptionEnded,
     InterceptionStarted,
@@ -611,36 +613,6 @@ class UnknownCursor(ValueError):
     """``after_id`` names no interception the reader may see."""
 
 
-@attrs.frozen(kw_only=True)
-class InterceptionQuery:
-    """Filters shared by the list, usage and export reads (all optional, ANDed).
-
-    ``user`` is a name or an id (what a person types); ``user_id`` is the
-    visibility restriction the API sets for members (an exact id). Times are
-    seconds since the epoch: ``started_after`` is inclusive and
-    ``started_before`` exclusive, so consecutive windows tile without overlap.
-    """
-
-    user: str | None = None
-    user_id: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    client: str | None = None
-    status: str | None = None
-    started_after: float | None = None
-    started_before: float | None = None
-
-
-USAGE_GROUPS = ("user", "model", "provider", "client", "day")
-TOKEN_KINDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_write_input_tokens",
-    "reasoning_tokens",
-)
-
-
 def _where(query: InterceptionQuery, *, include_in_flight: bool = False) -> tuple[list[str], list[Any]]:
     where = [] if include_in_flight else ["i.ended_at IS NOT NULL"]
     params: list[Any] = []
@@ -664,6 +636,41 @@ def _where(query: InterceptionQuery, *, include_in_flight: bool = False) -> tupl
     return where, params
 
 
+Anchor = tuple[float, str]
+"""A keyset position: ``(started_at, id)`` of the last row seen."""
+
+
+def page_after(
+    db: sqlite_utils.Database,
+    query: InterceptionQuery | None = None,
+    *,
+    limit: int = 100,
+    anchor: Anchor | None = None,
+    include_in_flight: bool = False,
+) -> tuple[list[dict[str, Any]], Anchor | None]:
+    """Up to ``limit`` interceptions after ``anchor``, newest first by ``(started_at, id)``.
+
+    Returns the page and the anchor of the next one (``None`` when nothing
+    follows). Anchors survive the purge of the row they came from, so long
+    exports never lose their place.
+    """
+    where, params = _where(query or InterceptionQuery(), include_in_flight=include_in_flight)
+    if anchor is not None:
+        # Row-value comparison: SQLite walks the (.., started_at, id) index from here.
+        where.append("(i.started_at, i.id) < (?, ?)")
+        params += [anchor[0], anchor[1]]
+    sql = (
+        f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY i.started_at DESC, i.id DESC LIMIT ?"
+    )
+    rows = db.execute(sql, (*params, limit + 1)).fetchall()
+    page = rows[:limit]
+    items = [_interception_base(r) for r in page]
+    _attach_children(db, items)
+    return items, ((page[-1][17], page[-1][0]) if len(rows) > limit and page else None)
+
+
 def list_page(
     db: sqlite_utils.Database,
     query: InterceptionQuery | None = None,
@@ -679,29 +686,21 @@ def list_page(
     query's ``user_id`` may see (a member cannot probe other members' ids).
     """
     query = query or InterceptionQuery()
-    where, params = _where(query, include_in_flight=include_in_flight)
+    anchor: Anchor | None = None
     if after_id is not None:
         sql = "SELECT started_at, id FROM interceptions WHERE id = ?"
         cursor_params: list[Any] = [after_id]
         if query.user_id is not None:
             sql += " AND user_id = ?"
             cursor_params.append(query.user_id)
-        anchor = db.execute(sql, cursor_params).fetchone()
-        if anchor is None:
+        row = db.execute(sql, cursor_params).fetchone()
+        if row is None:
             raise UnknownCursor(f"after_id {after_id!r} is not a known interception")
-        # Row-value comparison: SQLite walks the (.., started_at, id) index from here.
-        where.append("(i.started_at, i.id) < (?, ?)")
-        params += [anchor[0], anchor[1]]
-    sql = (
-        f"SELECT {_INTERCEPTION_COLUMNS} FROM interceptions i JOIN users u ON u.id = i.user_id"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY i.started_at DESC, i.id DESC LIMIT ?"
+        anchor = (row[0], row[1])
+    items, next_anchor = page_after(
+        db, query, limit=limit, anchor=anchor, include_in_flight=include_in_flight
     )
-    rows = db.execute(sql, (*params, limit + 1)).fetchall()
-    more = len(rows) > limit
-    items = [_interception_base(r) for r in rows[:limit]]
-    _attach_children(db, items)
-    return items, (items[-1]["id"] if more and items else None)
+    return items, (next_anchor[1] if next_anchor else None)
 
 
 def list_interceptions(
@@ -725,11 +724,11 @@ def iter_interceptions(
     db: sqlite_utils.Database, query: InterceptionQuery | None = None, *, page_size: int = 500
 ) -> Iterator[dict[str, Any]]:
     """Every matching ended interception, newest first, a page at a time (bounded memory)."""
-    after: str | None = None
+    anchor: Anchor | None = None
     while True:
-        items, after = list_page(db, query, limit=page_size, after_id=after)
+        items, anchor = page_after(db, query, limit=page_size, anchor=anchor)
         yield from items
-        if after is None:
+        if anchor is None:
             return
 
 
