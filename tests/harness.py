@@ -82,7 +82,12 @@ class Stack:
                 "openai_key": "sk-openai-central-0123456789",
                 "retention": "0",
             }
-            flags.update(self.overrides)
+            # "{fake_url}" in a string override is the fake upstream's URL
+            # (e.g. bedrock_base_url="{fake_url}"), known only once it listens.
+            flags.update(
+                {k: v.replace("{fake_url}", self.fake_url) if isinstance(v, str) else v
+                 for k, v in self.overrides.items()}
+            )
             self.config = load_config(flags, env={})
 
             async def bridge(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

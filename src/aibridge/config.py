@@ -171,6 +171,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="structured_logging", parse=_bool, default=False, help="one JSON log record per audit record"),
     Option(name="audit_failure_policy", parse=_choice("closed", "open"), default="closed", help="closed: 503 when the store fails"),
     Option(name="audit_queue_size", parse=_int, default=10000, help="audit channel capacity"),
+    Option(name="audit_busy_timeout", parse=_duration, default=5.0, help="wait this long for a locked store before a write fails"),
     Option(name="workers", parse=_int, default=1, help="server processes sharing the port and store"),
     Option(name="metrics_per_user", parse=_bool, default=False, help="per-user metric series"),
     Option(name="mcp_servers", parse=_list, default=(), yaml_only=True, help="MCP servers (YAML)"),

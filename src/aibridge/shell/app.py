@@ -285,6 +285,9 @@ class BridgeApp:
         send: Send,
     ) -> None:
         target = self.targets[route.provider]
+        if route.provider == "anthropic" and "bedrock" in self.targets:
+            # Bedrock answers count_tokens and models itself (see shell/bedrock.py).
+            target = self.targets["bedrock"]
         request = target.prepare(route, query, None, headers, byok=identity.byok, body=body, method=method)
         if self.metrics is not None:
             self.metrics.passthrough(route)

@@ -28,6 +28,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from aibridge.shell.admission import install_admission
 from aibridge.shell.api import install_api
 from aibridge.shell.app import BridgeApp
 from aibridge.shell.audit_log import install_audit_log
@@ -75,7 +76,7 @@ async def serve_bridge(
     handle_signals: bool = True,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    store = SQLiteStore(config.db)
+    store = SQLiteStore(config.db, busy_timeout_ms=int(config.audit_busy_timeout * 1000))
     writer = AuditWriter(store, capacity=max(config.audit_queue_size, 1), policy=config.audit_failure_policy)
     try:
         async with open_client(timeout=config.upstream_timeout) as client:

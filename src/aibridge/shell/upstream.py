@@ -158,20 +158,25 @@ class DirectTarget:
             credential_hint=_byok_hint(client_headers) if byok else mask_secret(self.credential),
         )
 
-    @contextlib.asynccontextmanager
-    async def open(self, client: httpx.AsyncClient, request: PreparedRequest) -> AsyncIterator[UpstreamResponse]:
-        with map_exceptions():
-            req = client.build_request(
-                request.method, request.url, headers=request.headers, content=request.body
-            )
-            response = await client.send(req, stream=True)
-        try:
-            yield HttpxResponse(response)
-        finally:
-            # Shielded: a client disconnect cancels us, and the upstream
-            # connection must still be closed (stop paying for tokens).
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await response.aclose()
+    def open(self, client: httpx.AsyncClient, request: PreparedRequest) -> contextlib.AbstractAsyncContextManager[UpstreamResponse]:
+        return open_httpx(client, request)
+
+
+@contextlib.asynccontextmanager
+async def open_httpx(client: httpx.AsyncClient, request: PreparedRequest) -> AsyncIterator[HttpxResponse]:
+    """Send ``request`` and stream the reply; shared by every target that speaks HTTP."""
+    with map_exceptions():
+        req = client.build_request(
+            request.method, request.url, headers=request.headers, content=request.body
+        )
+        response = await client.send(req, stream=True)
+    try:
+        yield HttpxResponse(response)
+    finally:
+        # Shielded: a client disconnect cancels us, and the upstream
+        # connection must still be closed (stop paying for tokens).
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await response.aclose()
 
 
 def describe(target: Any) -> str:
