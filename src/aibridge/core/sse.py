@@ -191,6 +191,22 @@ class SSEParser:
         self._line_start = self._scan = 0
         return raw
 
+    @property
+    def at_boundary(self) -> bool:
+        """No event is half-received: no partial line, no pending field, no CR awaiting its LF.
+
+        A relay may insert its own comment line (a keep-alive) into the stream
+        only here, or it would split an upstream event in two.
+        """
+        return (
+            self._line_start == len(self._buf)
+            and not self._skip_lf
+            and not self._data
+            and self._event is None
+            and self._id is None
+            and self._retry is None
+        )
+
 
 def encode_event(
     data: str,

@@ -49,6 +49,7 @@ from aibridge.core.model import (
 from aibridge.core.providers import anthropic, openai_chat, openai_responses
 from aibridge.core.providers.base import StreamTap, Translation
 from aibridge.core.routes import Route, match_route, split_provider
+from aibridge.core.sse import KEEPALIVE_COMMENT
 from aibridge.core.jsonutil import parse_request_object
 from aibridge.shell import store as store_mod
 from aibridge.shell.upstream import DirectTarget, Target, UpstreamResponse
@@ -97,6 +98,10 @@ class Interception:
     upstream_seconds: float = 0.0
     #: the client has been sent the whole response; a hang-up now is not a disconnect
     complete: bool = False
+    #: the bridge error that ended it (the breaker counts upstream timeouts/unreachable)
+    failure: BaseException | None = None
+    #: what admission control admitted (released when the interception ends)
+    ticket: Any = None
 
 
 class BridgeApp:
@@ -164,9 +169,17 @@ class BridgeApp:
                 return
 
     async def _readyz(self, send: Send) -> None:
-        ok = self.writer.alive and self.writer.healthy
-        body = {"status": "ok" if ok else "unavailable", "writer_alive": self.writer.alive,
-                "store_writable": self.writer.healthy, "error": self.writer.last_error}
+        # With audit_failure_policy "open" the operator chose availability over
+        # auditing: a store that refuses writes degrades readiness but does not
+        # take the instance out of rotation.
+        policy = self.config.audit_failure_policy
+        ok = self.writer.alive and (self.writer.healthy or policy == "open")
+        status = "ok" if ok and self.writer.healthy else "degraded" if ok else "unavailable"
+        body = {"status": status, "writer_alive": self.writer.alive,
+                "store_writable": self.writer.healthy, "error": self.writer.last_error,
+                "audit_failure_policy": policy, "records_lost": self.writer.lost}
+        if self.mcp is not None:
+            body["mcp_servers"] = self.mcp.status()
         await _send_json(send, 200 if ok else 503, body)
 
     async def wait_idle(self) -> None:
@@ -320,15 +333,17 @@ class BridgeApp:
         request = target.prepare(
             route, query, translation, headers, byok=identity.byok, body=raw, method="POST"
         )
-        if self.admission is not None:
-            await self.admission.check(route, request, identity)
         if not self.writer.healthy and self.config.audit_failure_policy == "closed":
             raise ServiceUnavailable(
                 "audit store is not accepting writes; refusing to proxy unaudited traffic",
                 headers={"retry-after": "5"},
             )
-
         ic = Interception(id=str(uuid.uuid4()), provider_shape=route.provider)
+        if self.admission is not None:
+            # Charged here, released in the finally below (nothing between can fail
+            # short of a closed audit channel at shutdown).
+            ic.ticket = await self.admission.check(route, request, identity)
+
         started_at = self.clock()
         start = InterceptionStarted(
             id=ic.id,
@@ -360,6 +375,7 @@ class BridgeApp:
         if self.metrics is not None:
             self.metrics.interception_started(start)
 
+        relay_error: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 gone = trio.Event()
@@ -376,17 +392,24 @@ class BridgeApp:
                 nursery.start_soon(watch_disconnect)
                 try:
                     await self._relay(ic, module, translation, target, request, send)
+                except Exception as exc:
+                    # Re-raised below, outside the nursery: raised in here it
+                    # would reach the handlers wrapped in an ExceptionGroup.
+                    relay_error = exc
                 finally:
                     nursery.cancel_scope.cancel()
+            if relay_error is not None:
+                raise relay_error
             if gone.is_set() and not ic.complete:
                 ic.status = "client_disconnected"
         except BridgeError as exc:
             ic.status = "failed"
             ic.error = exc.message
             ic.upstream_status = ic.upstream_status or None
+            ic.failure = exc
             raise
         except BaseException as exc:
-            if isinstance(exc, trio.Cancelled):
+            if _only_cancelled(exc):
                 # Server shutdown past the grace period cancels us.
                 if not ic.complete:
                     ic.status = "client_disconnected" if ic.status == "completed" else ic.status
@@ -395,6 +418,8 @@ class BridgeApp:
                 ic.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if ic.ticket is not None:
+                self.admission.finish(ic.ticket, ic)
             end = InterceptionEnded(
                 id=ic.id,
                 status=ic.status,
@@ -486,12 +511,19 @@ class BridgeApp:
         )
         await _start_response(send, response, extra=extra)
         closed = False
+
+        async def relay_chunk(chunk: bytes) -> None:
+            out, events = tap.receive_data(chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            await self._record_events(ic, events)
+
         try:
-            async for chunk in response.aiter_bytes():
-                out, events = tap.receive_data(chunk)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                await self._record_events(ic, events)
+            if self.config.stream_keepalive > 0:
+                await _relay_with_keepalive(response, tap, relay_chunk, send, self.config.stream_keepalive)
+            else:
+                async for chunk in response.aiter_bytes():
+                    await relay_chunk(chunk)
             closed = True
             out, events = tap.close()
             # Record before the final send: once the client has its last byte
@@ -512,6 +544,97 @@ class BridgeApp:
 
 class ClientGoneError(BridgeError):
     status = 499
+
+
+class TimedResponse:
+    """An :class:`UpstreamResponse` that adds the time spent awaiting its bytes to ``ic.upstream_seconds``."""
+
+    def __init__(self, inner: UpstreamResponse, ic: Interception) -> None:
+        self._inner = inner
+        self._ic = ic
+        self.status_code = inner.status_code
+        self.headers = inner.headers
+        self.decoded = inner.decoded
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        chunks = self._inner.aiter_bytes().__aiter__()
+        while True:
+            waiting = time.perf_counter()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                self._ic.upstream_seconds += time.perf_counter() - waiting
+            yield chunk
+
+    async def aread(self) -> bytes:
+        waiting = time.perf_counter()
+        try:
+            return await self._inner.aread()
+        finally:
+            self._ic.upstream_seconds += time.perf_counter() - waiting
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """A cancellation, possibly grouped by the nurseries it passed through."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return False
+
+
+async def _relay_with_keepalive(
+    response: UpstreamResponse,
+    tap: StreamTap,
+    relay_chunk: Callable[[bytes], Awaitable[None]],
+    send: Send,
+    keepalive: float,
+) -> None:
+    """Relay upstream chunks; after ``keepalive`` seconds of silence send an SSE comment.
+
+    A pump task reads upstream into an unbuffered channel so the relay can wait
+    with a timeout without cancelling a read half-way. The comment goes out
+    only between whole events (:attr:`StreamTap.at_event_boundary`): the
+    client's bytes stay the upstream's bytes, plus comment lines, which every
+    SSE client ignores (DESIGN §4.7).
+    """
+    chunks_in, chunks_out = trio.open_memory_channel[bytes | Exception](0)
+
+    async def pump() -> None:
+        async with chunks_in:
+            try:
+                async for chunk in response.aiter_bytes():
+                    await chunks_in.send(chunk)
+            except Exception as exc:  # handed to the relay, which raises it outside the nursery
+                await chunks_in.send(exc)
+
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump)
+        try:
+            async with chunks_out:
+                while True:
+                    with trio.move_on_after(keepalive) as idle:
+                        try:
+                            item = await chunks_out.receive()
+                        except trio.EndOfChannel:
+                            break
+                    if idle.cancelled_caught:
+                        if tap.at_event_boundary:
+                            await send({"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True})
+                        continue
+                    if isinstance(item, Exception):
+                        failure = item
+                        break
+                    await relay_chunk(item)
+        except Exception as exc:
+            failure = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 class TimedResponse:

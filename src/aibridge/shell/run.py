@@ -44,6 +44,7 @@ log = logging.getLogger("aibridge.run")
 #: Optional subsystems (metrics, audit API, limits, MCP) register here.
 APP_EXTENSIONS: list[Callable[[BridgeApp, Any], Any]] = []
 APP_EXTENSIONS += [install_metrics, install_api, install_audit_log]
+APP_EXTENSIONS.append(install_admission)
 
 
 @attrs.define

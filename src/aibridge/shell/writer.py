@@ -14,6 +14,7 @@ batch is dropped after a few attempts and counted in :attr:`lost`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,7 @@ class AuditWriter:
         policy: str = "closed",
         on_batch: Callable[[Sequence[Record], float], None] | None = None,
         purge_batch: int = 500,
+        probe_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.send_channel, self._receive = trio.open_memory_channel[Item](capacity)
@@ -69,6 +71,8 @@ class AuditWriter:
         self.last_error: str | None = None
         self._on_batch = on_batch
         self._purge_batch = purge_batch
+        #: when idle this long, check that the store still takes writes (0: never)
+        self.probe_interval = probe_interval
 
     @property
     def queue_depth(self) -> int:
@@ -100,10 +104,17 @@ class AuditWriter:
         try:
             async with self._receive:
                 while True:
+                    first: Item | None = None
                     try:
-                        first = await self._receive.receive()
+                        # A store that fails while nothing is written would go
+                        # unnoticed until the next request: probe it when idle.
+                        with trio.move_on_after(self.probe_interval or math.inf):
+                            first = await self._receive.receive()
                     except trio.EndOfChannel:
                         break
+                    if first is None:
+                        await self._probe()
+                        continue
                     batch: list[Item] = [first]
                     while len(batch) < self.max_batch:
                         try:
@@ -113,6 +124,23 @@ class AuditWriter:
                     await self._process(batch)
         finally:
             self.alive = False
+
+    async def _probe(self) -> None:
+        check = getattr(self.store, "check_writable", None)
+        if check is None:
+            return
+        try:
+            await trio.to_thread.run_sync(check)
+        except StoreError as exc:
+            if self.healthy:
+                log.error("audit store is not writable: %s", exc)
+            self.healthy = False
+            self.last_error = str(exc)
+        else:
+            if not self.healthy:
+                log.info("audit store is writable again")
+            self.healthy = True
+            self.last_error = None
 
     async def _process(self, batch: list[Item]) -> None:
         records: list[Record] = []
