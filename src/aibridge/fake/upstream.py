@@ -86,6 +86,10 @@ class FakeUpstream:
         self.requests: collections.deque[ReceivedRequest] = collections.deque(maxlen=keep_requests)
         self.open_streams = 0
         self.closed_early = 0
+        self._stream_ended = trio.Event()
+        #: requests received so far (the log in ``requests`` may be capped)
+        self.received = 0
+        self._request_arrived = trio.Event()
         self._ids = itertools.count(1)
         self._cache: dict[tuple[str, bool, int], bytes] = {}
         #: extra route handlers: path prefix -> async handler(scope, body, send) (Bedrock, ...)
@@ -134,14 +138,53 @@ class FakeUpstream:
         self.requests.append(
             ReceivedRequest(method=scope["method"], path=path, query=query, headers=headers, body=bytes(body))
         )
+        self.received += 1
+        self._request_arrived.set()
+        self._request_arrived = trio.Event()
         for prefix, handler in self.routes.items():
             if path.startswith(prefix) and not self._script:
                 await handler(self, scope, bytes(body), send)
                 return
         reply = self._script.popleft() if self._script else self._synthesize(scope["method"], path, bytes(body))
-        await self._play(reply, send)
+        await self._play(reply, send, receive)
 
-    async def _play(self, reply: Reply, send: Send) -> None:
+    async def _play(self, reply: Reply, send: Send, receive: Receive | None = None) -> None:
+        """Play ``reply``; stop as soon as the peer hangs up (counted in ``closed_early``).
+
+        Hypercorn does not cancel an app whose client went away, it drops its
+        sends; so a watcher waits for ``http.disconnect`` and cancels the
+        reply, which is how tests see that the bridge closed the upstream
+        connection (before the first byte or mid-stream).
+        """
+        reset: ConnectionReset | None = None
+        progress = {"finishing": False}
+        async with trio.open_nursery() as nursery:
+            if receive is not None:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            try:
+                await self._stream(reply, send, progress)
+            except trio.Cancelled:
+                # a hang-up while the last (empty) body message goes out is not early
+                if not progress["finishing"]:
+                    self.closed_early += 1
+                raise
+            except ConnectionReset as exc:
+                reset = exc
+            nursery.cancel_scope.cancel()
+        if reset is not None:
+            raise reset
+
+    async def wait_requests(self, n: int) -> None:
+        """Wait until ``n`` requests (in all) have arrived."""
+        while self.received < n:
+            await self._request_arrived.wait()
+
+    async def wait_streams_closed(self) -> None:
+        """Wait until no reply is being played (each finished, or its connection was closed)."""
+        while self.open_streams:
+            await self._stream_ended.wait()
+
+    async def _stream(self, reply: Reply, send: Send, progress: dict[str, bool]) -> None:
         if reply.latency:
             await trio.sleep(reply.latency)
         headers = reply.headers.items() if isinstance(reply.headers, dict) else reply.headers
@@ -167,12 +210,12 @@ class FakeUpstream:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             if reply.hold:
                 await trio.sleep(reply.hold)
+            progress["finishing"] = True
             await send({"type": "http.response.body", "body": b""})
-        except trio.Cancelled:
-            self.closed_early += 1
-            raise
         finally:
             self.open_streams -= 1
+            self._stream_ended.set()
+            self._stream_ended = trio.Event()
 
     async def _control(self, path: str, body: bytes, send: Send) -> None:
         if path == "/__fake/script":
@@ -244,6 +287,14 @@ class FakeUpstream:
             return _json_reply(responses_object(f"resp_fake_{n}", model, s.chunks, s.text), latency=s.latency)
         return Reply(status=404, headers=(("content-type", "application/json"),),
                      body=orjson.dumps({"error": {"message": f"fake upstream: no route {method} {path}"}}))
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
 
 
 def _json_reply(payload: Any, *, latency: float = 0.0) -> Reply:
