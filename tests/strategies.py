@@ -212,3 +212,56 @@ def responses_usages(draw: st.DrawFn) -> dict[str, Any]:
             {"reasoning_tokens": draw(_maybe(st.integers(0, output)))}
         )
     return usage
+
+
+# -- AWS event streams (Bedrock) ---------------------------------------------------------
+
+from aibridge.core.eventstream import Header, HeaderType, Message  # noqa: E402 - grouped with its strategies
+
+_INT_RANGES = {
+    HeaderType.BYTE: 7, HeaderType.SHORT: 15, HeaderType.INTEGER: 31, HeaderType.LONG: 63, HeaderType.TIMESTAMP: 63,
+}
+
+
+@st.composite
+def eventstream_headers(draw: st.DrawFn, name: str | None = None) -> Header:
+    """A header of any of the ten value types, with a value that type can carry."""
+    kind = draw(st.sampled_from(list(HeaderType)))
+    if name is None:
+        name = draw(st.text(CHARS, min_size=1, max_size=12).filter(lambda n: len(n.encode()) <= 255))
+    value: Any
+    if kind is HeaderType.TRUE:
+        value = True
+    elif kind is HeaderType.FALSE:
+        value = False
+    elif kind in _INT_RANGES:
+        bits = _INT_RANGES[kind]
+        value = draw(st.integers(min_value=-(1 << bits), max_value=(1 << bits) - 1))
+    elif kind is HeaderType.BYTE_ARRAY:
+        value = draw(st.binary(max_size=40))
+    elif kind is HeaderType.STRING:
+        value = draw(st.text(CHARS, max_size=20))
+    else:
+        value = draw(st.binary(min_size=16, max_size=16))
+    return Header(name=name, type=kind, value=value)
+
+
+@st.composite
+def eventstream_messages(draw: st.DrawFn) -> Message:
+    """A message with unique header names and any payload (empty included)."""
+    names = draw(st.lists(st.text(CHARS, min_size=1, max_size=10).filter(lambda n: len(n.encode()) <= 255),
+                          max_size=5, unique=True))
+    headers = [draw(eventstream_headers(name=n)) for n in names]
+    return Message(headers=headers, payload=draw(st.binary(max_size=200)))
+
+
+#: Anthropic stream events as Bedrock carries them (for translation round trips)
+anthropic_stream_events = st.one_of(
+    st.builds(lambda t: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}},
+              st.text(CHARS, max_size=30)),
+    st.builds(lambda j: {"type": "content_block_delta", "index": 1,
+                         "delta": {"type": "input_json_delta", "partial_json": j}}, st.text(CHARS, max_size=30)),
+    st.builds(lambda u: {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": u}, anthropic_usages),
+    st.just({"type": "ping"}),
+    st.just({"type": "message_stop"}),
+)
