@@ -61,6 +61,9 @@ def _duration(value: Any) -> float:
         if value < 0:
             raise ValueError("must not be negative")
         return float(value)
+    # A bare number is seconds, fractions allowed (upstream_timeout=0.5 in tests and env).
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        return float(value)
     try:
         return float(parse_duration(str(value)))
     except DurationError as exc:
