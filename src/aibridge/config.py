@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import yaml
 
+from aibridge.core import mcp as mcp_core
 from aibridge.core.retention import DurationError, parse_duration
 
 
@@ -173,12 +174,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="log_level", parse=_choice("debug", "info", "warning", "error"), default="info", help="log level"),
     Option(name="structured_logging", parse=_bool, default=False, help="one JSON log record per audit record"),
     Option(name="audit_failure_policy", parse=_choice("closed", "open"), default="closed", help="closed: 503 when the store fails"),
-    Option(name="audit_queue_size", parse=_int, default=10000, help="audit channel capacity"),
     Option(name="audit_busy_timeout", parse=_duration, default=5.0, help="wait this long for a locked store before a write fails"),
+    Option(name="audit_queue_size", parse=_int, default=10000, help="audit channel capacity"),
     Option(name="workers", parse=_int, default=1, help="server processes sharing the port and store"),
     Option(name="metrics_per_user", parse=_bool, default=False, help="per-user metric series"),
-    Option(name="mcp_servers", parse=_list, default=(), yaml_only=True, help="MCP servers (YAML)"),
-    Option(name="mcp_max_iterations", parse=_int, default=10, help="inner agent loop limit"),
+    Option(name="mcp_servers", parse=mcp_core.parse_servers, default=(), yaml_only=True, help="MCP servers (YAML)"),
+    Option(name="mcp_max_iterations", parse=_int, default=10, help="inner agent loop limit: upstream calls per request"),
+    Option(name="mcp_server_url", parse=_url, default=None, help="one MCP server (Streamable HTTP URL)"),
+    Option(name="mcp_server_name", parse=_str, default="mcp", help="its name (tools become bmcp_<name>_<tool>)"),
+    Option(name="mcp_server_headers", parse=lambda v: mcp_core.parse_headers(v, "headers"), default=(), secret=True,
+           help="its headers: 'Name: value, Name2: value2' or a JSON object"),
+    Option(name="mcp_server_allow", parse=lambda v: mcp_core.parse_regex(v, "allow"), default=None, help="regex of its tools to inject"),
+    Option(name="mcp_server_deny", parse=lambda v: mcp_core.parse_regex(v, "deny"), default=None, help="regex of its tools never to inject (wins)"),
 )
 OPTION_NAMES = frozenset(o.name for o in OPTIONS)
 
@@ -269,6 +276,12 @@ def validate(config: Any) -> None:
         )
     if config.workers < 1:
         raise ConfigError("invalid workers: must be at least 1")
+    if config.mcp_server_url:
+        try:
+            mcp_core.parse_server({"name": config.mcp_server_name, "url": config.mcp_server_url}, "mcp_server_url")
+            mcp_core.check_unique([*config.mcp_servers, mcp_core.ServerSpec(name=config.mcp_server_name, url=config.mcp_server_url)])
+        except ValueError as exc:
+            raise ConfigError(f"invalid mcp_server_name (--mcp-server-name): {exc}") from None
 
 
 def bedrock_enabled(config: Any) -> bool:

@@ -368,3 +368,95 @@ def test_conformance_simple_bedrock_recording(bedrock: tuple[Stack, FakeBedrock]
     assert usage["provider_response_id"] == expected[0]["message"]["id"]
     assert usage["output_tokens"] == expected[-2]["usage"]["output_tokens"]
     assert fake.all_signatures_valid
+
+
+# -- BYOK with a Bedrock API key ----------------------------------------------------------------------
+
+
+def test_byok_sends_the_users_bedrock_api_key_instead_of_signing(tmp_path: Path) -> None:
+    stack, fake = start(tmp_path)
+    fake.api_keys = frozenset({"ABSKbedrock-user-key-000111"})
+    try:
+        client = anthropic.Anthropic(
+            base_url=stack.url + "/anthropic", api_key="ABSKbedrock-user-key-000111", max_retries=0,
+            default_headers={"X-AIBridge-Token": stack.key},
+        )
+        reply = client.messages.create(model="claude-sonnet-4-5", max_tokens=10,
+                                       messages=[{"role": "user", "content": "hi"}])
+        assert reply.id == "msg_bdrk_fake_1"
+        assert stack.fake.last.headers["authorization"] == "Bearer ABSKbedrock-user-key-000111"
+        assert "x-amz-date" not in stack.fake.last.headers
+        assert [c.reason for c in fake.checks] == ["Bedrock API key"]
+        item = stack.only_interception()
+        assert (item["credential_kind"], item["credential_hint"]) == ("byok", "ABSK...0111")
+    finally:
+        stack.stop()
+
+
+# -- startup -----------------------------------------------------------------------------------------
+
+
+def _config(**overrides: Any) -> Any:
+    from aibridge.config import load_config
+
+    return load_config({"db": ":memory:", **overrides}, env={})
+
+
+def test_region_gives_the_public_endpoint_and_base_url_wins() -> None:
+    from aibridge.shell.bedrock import BedrockTarget
+
+    keys = {"bedrock_access_key": ACCESS_KEY, "bedrock_access_key_secret": SECRET_KEY}
+    target = BedrockTarget.from_config(_config(bedrock_region="eu-central-1", **keys))
+    assert (target.base_url, target.region) == ("https://bedrock-runtime.eu-central-1.amazonaws.com", "eu-central-1")
+    target = BedrockTarget.from_config(_config(bedrock_base_url="https://vpce-0a1b.bedrock-runtime.ap-south-1.vpce.amazonaws.com", **keys))
+    assert target.region == "ap-south-1"
+    target = BedrockTarget.from_config(_config(bedrock_region="us-east-1", bedrock_base_url="http://proxy.internal:8080", **keys))
+    assert (target.base_url, target.region) == ("http://proxy.internal:8080", "us-east-1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"bedrock_base_url": "http://proxy.internal:8080"}, "invalid bedrock_region: required with a bedrock_base_url"),
+        ({"bedrock_region": "Virginia"}, "invalid bedrock_region: 'Virginia' is not an AWS region name"),
+        ({"bedrock_region": "us-east-1", "bedrock_model": ""}, "invalid bedrock_model"),
+    ],
+)
+def test_invalid_bedrock_configuration_fails_at_startup(overrides: dict[str, Any], message: str) -> None:
+    from aibridge.config import ConfigError
+    from aibridge.shell.bedrock import BedrockTarget
+
+    keys = {"bedrock_access_key": ACCESS_KEY, "bedrock_access_key_secret": SECRET_KEY}
+    with pytest.raises(ConfigError, match=message):
+        BedrockTarget.from_config(_config(**keys, **overrides))
+
+
+def _no_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_no_credentials_anywhere_is_a_clear_startup_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aibridge.cli import main
+
+    _no_aws_environment(monkeypatch, tmp_path)
+    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "a.db"), "--bedrock-region", "us-east-1"])
+    assert result.exit_code == 2
+    assert "no AWS credentials were found" in result.output
+
+
+def test_default_chain_credentials_are_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from aibridge.shell.bedrock import BedrockTarget
+
+    _no_aws_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMENVIRONMENT9")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    target = BedrockTarget.from_config(_config(bedrock_region="us-east-1"))
+    assert target.credentials.access_key == "AKIAFROMENVIRONMENT9"

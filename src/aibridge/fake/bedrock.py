@@ -143,11 +143,14 @@ class FakeBedrock:
         secret_key: str,
         region: str = "us-east-1",
         clock: Callable[[], float] = time.time,
+        api_keys: tuple[str, ...] = (),
         count_tokens: int = 42,
         chunks: int = 5,
         text: str = "bedrock ",
     ) -> None:
         self.secrets = {access_key: secret_key}
+        #: Bedrock API keys (bearer tokens) accepted instead of a SigV4 signature
+        self.api_keys = frozenset(api_keys)
         self.region = region
         self.clock = clock
         self.count_tokens = count_tokens
@@ -188,7 +191,11 @@ class FakeBedrock:
 
     def verify(self, method: str, raw_path: str, query: str, headers: dict[str, str], body: bytes) -> SignatureCheck:
         path = unquote(raw_path)
-        match = _AUTH.match(headers.get("authorization", ""))
+        authorization = headers.get("authorization", "")
+        if authorization.startswith("Bearer "):
+            valid = authorization[len("Bearer "):] in self.api_keys
+            return SignatureCheck(path=path, valid=valid, reason="Bedrock API key" if valid else "unknown access key (bearer)")
+        match = _AUTH.match(authorization)
         if match is None:
             return SignatureCheck(path=path, valid=False, reason="missing or malformed SigV4 authorization header")
         secret = self.secrets.get(match["key"])

@@ -134,6 +134,8 @@ class BridgeApp:
         self.api_handler: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
         self.metrics: Any = None
         self.admission: Any = None
+        #: injected MCP tools and their inner loop (shell/mcp_loop.py), when configured
+        self.mcp: Any = None
 
     # -- ASGI entry -------------------------------------------------------------
 
@@ -327,6 +329,9 @@ class BridgeApp:
         module = PROVIDER_MODULES[route.api]
         parsed = parse_request_object(raw)
         translation: Translation = module.translate_request(raw, parsed)
+        loop = self.mcp is not None and self.mcp.applies(route.api, translation.model)
+        if loop:
+            translation = self.mcp.inject(route.api, translation)
         target = self.targets[route.provider]
         if route.api == "messages" and "bedrock" in self.targets:
             target = self.targets["bedrock"]
@@ -391,7 +396,12 @@ class BridgeApp:
 
                 nursery.start_soon(watch_disconnect)
                 try:
-                    await self._relay(ic, module, translation, target, request, send)
+                    if loop:
+                        await self.mcp.run(self, ic, module, route.api, translation, target, request, send,
+                                           lambda t: target.prepare(route, query, t, headers, byok=identity.byok,
+                                                                    body=raw, method="POST"))
+                    else:
+                        await self._relay(ic, module, translation, target, request, send)
                 except Exception as exc:
                     # Re-raised below, outside the nursery: raised in here it
                     # would reach the handlers wrapped in an ExceptionGroup.
