@@ -32,6 +32,7 @@ from aibridge.shell.admission import install_admission
 from aibridge.shell.api import install_api
 from aibridge.shell.app import BridgeApp
 from aibridge.shell.audit_log import install_audit_log
+from aibridge.shell.mcp_loop import install_mcp
 from aibridge.shell.metrics import install_metrics
 from aibridge.shell.retention import run_retention_timer
 from aibridge.shell.store import SQLiteStore
@@ -45,6 +46,7 @@ log = logging.getLogger("aibridge.run")
 APP_EXTENSIONS: list[Callable[[BridgeApp, Any], Any]] = []
 APP_EXTENSIONS += [install_metrics, install_api, install_audit_log]
 APP_EXTENSIONS.append(install_admission)
+APP_EXTENSIONS.append(install_mcp)
 
 
 @attrs.define
