@@ -173,23 +173,181 @@ def interceptions() -> None:
     """Read recorded interceptions."""
 
 
+def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The audit API's filters as flags (same names, same validation)."""
+    for name, help_text in reversed((
+        ("user", "user name or id"),
+        ("provider", "openai, anthropic or bedrock"),
+        ("model", "model as sent upstream"),
+        ("client", "detected client, e.g. 'Claude Code'"),
+        ("status", "completed, failed or client_disconnected"),
+        ("started-after", "RFC 3339 time (inclusive)"),
+        ("started-before", "RFC 3339 time (exclusive)"),
+    )):
+        func = click.option(f"--{name}", name.replace("-", "_"), default=None, help=help_text)(func)
+    return func
+
+
+def _audit_query(filters: dict[str, Any]) -> Any:
+    from aibridge.core.audit_query import build_query
+    from aibridge.core.errors import ClientError
+
+    try:
+        return build_query(**filters)
+    except ClientError as exc:
+        _fail(exc.message)
+
+
+def _open_reader(db: str | None, config_path: str | None) -> Any:
+    """The store's read side on an existing database (migrated, so indexes are current)."""
+    config = _load({"db": db}, config_path)
+    if not os.path.exists(config.db):
+        _fail(f"no audit database at {config.db}")
+    return _open_store(config.db, config_path).db
+
+
 @interceptions.command("list")
-@click.option("--user", default=None, help="user name or id")
+@filter_options
 @click.option("--limit", default=100, type=click.IntRange(1, 1000))
+@click.option("--after-id", default=None, help="cursor: the last id of the previous page")
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table")
 @store_options
-def interceptions_list(user: str | None, limit: int, fmt: str, db: str | None, config_path: str | None) -> None:
-    """Recorded interceptions, newest first (JSON shape of the audit API)."""
-    from aibridge.shell.store import list_interceptions, open_reader
+def interceptions_list(limit: int, after_id: str | None, fmt: str, db: str | None, config_path: str | None,
+                       **filters: Any) -> None:
+    """Recorded interceptions, newest first (JSON shape of the audit API).
 
-    config = _load({"db": db}, config_path)
-    reader = open_reader(config.db)
-    items = list_interceptions(reader, user=user, limit=limit)
-    reader.conn.close()
+    When more records follow, the next page's cursor is printed on stderr.
+    """
+    from aibridge.shell.store import UnknownCursor, list_page
+
+    query = _audit_query(filters)
+    reader = _open_reader(db, config_path)
+    try:
+        items, next_id = list_page(reader, query, limit=limit, after_id=after_id)
+    except UnknownCursor as exc:
+        _fail(str(exc))
+    finally:
+        reader.conn.close()
     if fmt == "json":
         click.echo(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_table(items))
+    if next_id is not None:
+        click.echo(f"more: --after-id {next_id}", err=True)
+
+
+@main.command()
+@click.option("--group-by", type=click.Choice(["user", "model", "provider", "client", "day"]), default="user")
+@filter_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@store_options
+def usage(group_by: str, fmt: str, db: str | None, config_path: str | None, **filters: Any) -> None:
+    """Interception counts and token sums per user, model, provider, client or day."""
+    from aibridge.shell.store import usage_report
+
+    query = _audit_query(filters)
+    reader = _open_reader(db, config_path)
+    try:
+        groups = usage_report(reader, query, group_by=group_by)
+    finally:
+        reader.conn.close()
+    if fmt == "json":
+        click.echo(orjson.dumps(groups, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(render_table(items))
+    columns = ("interceptions", "input_tokens", "output_tokens", "cache_read_input_tokens",
+               "cache_write_input_tokens", "reasoning_tokens")
+    titles = ("REQUESTS", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE", "REASONING")
+    width = max([len(group_by)] + [len(str(g["key"])) for g in groups]) + 2
+    click.echo(f"{group_by.upper():{width}}" + "".join(f"{t:>14}" for t in titles))
+    for g in groups:
+        click.echo(f"{str(g['key']):{width}}" + "".join(f"{g[c]:>14,}" for c in columns))
+    if groups:
+        click.echo(f"{'TOTAL':{width}}" + "".join(f"{sum(g[c] for g in groups):>14,}" for c in columns))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--output", "-o", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="file to write ('-': stdout)")
+@filter_options
+@store_options
+def export(fmt: str, output: str, db: str | None, config_path: str | None, **filters: Any) -> None:
+    """Stream every matching interception as JSON lines or CSV (a page at a time)."""
+    from aibridge.core.export import encode_csv, encode_jsonl
+    from aibridge.shell.store import count_interceptions, iter_interceptions
+
+    query = _audit_query(filters)
+    reader = _open_reader(db, config_path)
+    out = click.open_file(output, "wb")
+    show_progress = output != "-" and sys.stderr.isatty()
+    total = count_interceptions(reader, query) if show_progress else 0
+    written = 0
+    try:
+        with click.progressbar(length=total, label="exporting", file=sys.stderr) if show_progress else _Quiet() as bar:
+            if fmt == "csv":
+                out.write(encode_csv([], header=True).encode())
+            page: list[dict[str, Any]] = []
+            for item in iter_interceptions(reader, query):
+                page.append(item)
+                if len(page) == 500:
+                    out.write(encode_jsonl(page) if fmt == "jsonl" else encode_csv(page).encode())
+                    bar.update(len(page))
+                    written += len(page)
+                    page = []
+            out.write(encode_jsonl(page) if fmt == "jsonl" else encode_csv(page).encode())
+            bar.update(len(page))
+            written += len(page)
+    finally:
+        reader.conn.close()
+        if output != "-":
+            out.close()
+    if output != "-":
+        click.echo(f"exported {written} interceptions to {output}", err=True)
+
+
+class _Quiet:
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+@main.command()
+@click.option("--older-than", required=True, help="delete ended interceptions started longer ago, e.g. 90d")
+@click.option("--dry-run", is_flag=True, help="only count what would be deleted")
+@store_options
+def purge(older_than: str, dry_run: bool, db: str | None, config_path: str | None) -> None:
+    """Delete ended interceptions (with all their child rows) older than a duration."""
+    try:
+        seconds = parse_duration(older_than)
+    except DurationError as exc:
+        _fail(f"invalid --older-than: {exc}")
+    if seconds <= 0:
+        _fail("invalid --older-than: must be a positive duration such as 30d (0 would delete everything)")
+    config = _load({"db": db}, config_path)
+    if not os.path.exists(config.db):
+        _fail(f"no audit database at {config.db}")
+    store = _open_store(config.db, config_path)
+    cutoff = time.time() - seconds
+    try:
+        if dry_run:
+            n = store.count_purgeable(cutoff)
+            click.echo(f"would delete {n} interceptions started before {rfc3339(cutoff)}")
+            return
+        n = 0
+        while True:
+            # Bounded batches: a serving gateway keeps writing in between.
+            deleted = store.purge(cutoff, batch_size=500)
+            n += deleted
+            if deleted < 500:
+                break
+    finally:
+        store.close()
+    click.echo(f"deleted {n} interceptions started before {rfc3339(cutoff)}")
 
 
 def render_table(items: list[dict[str, Any]]) -> str:
