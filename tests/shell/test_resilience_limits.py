@@ -13,7 +13,15 @@ import trio
 from aibridge.fake.upstream import FakeUpstream, Reply, chat_completion
 from tests.e2e.wire import post
 from tests.harness import Stack
-from tests.shell.resilience import CHAT, MESSAGES, anthropic_body, chat_body, manual_admission, metric, wait_for
+from tests.shell.resilience import (
+    CHAT,
+    MESSAGES,
+    anthropic_body,
+    chat_body,
+    manual_admission,
+    metric,
+    wait_for,
+)
 
 
 def hold_upstream(stack: Stack) -> trio.Event:

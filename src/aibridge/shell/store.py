@@ -314,7 +314,11 @@ class SQLiteStore:
             elif isinstance(r, InterceptionEnded):
                 ends.append((r.status, r.upstream_status, r.error, r.ended_at, _json(r.metadata), r.id))
         try:
-            with self._lock, self.db.conn:
+            # db.atomic(), not the connection's context manager: sqlite-utils'
+            # insert_all commits its own transaction when none is open, which
+            # made a batch half-committed when a later insert failed (disk
+            # full), and every retry then failed on the rows already there.
+            with self._lock, self.db.atomic():
                 for table, rows in (
                     ("interceptions", starts),
                     ("token_usages", usages),
