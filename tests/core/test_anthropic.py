@@ -133,6 +133,13 @@ def test_deltas_are_assembled_per_block_index_even_when_interleaved() -> None:
     ]
 
 
+def test_input_given_at_block_start_counts_only_without_deltas() -> None:
+    start = block_start(0, {"type": "tool_use", "id": "toolu_s", "name": "Echo", "input": {"v": 1}})
+    assert call("toolu_s", "Echo", '{"v":1}') in tap(message_start(), start, block_stop(0))
+    events = tap(message_start(), start, json_delta(0, '{"v": '), json_delta(0, "1}"), block_stop(0))
+    assert call("toolu_s", "Echo", '{"v": 1}') in events
+
+
 def test_server_tool_use_is_a_tool_call() -> None:
     events = tap(message_start(), block_start(0, {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}),
                  json_delta(0, '{"query": "trio nurseries"}'), block_stop(0), MESSAGE_STOP)

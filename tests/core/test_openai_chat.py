@@ -203,6 +203,15 @@ def test_blocking_reply_with_tool_calls_and_usage() -> None:
     ]
 
 
+def test_arguments_sent_as_an_object_are_recorded_as_json_text() -> None:
+    # Some OpenAI-compatible servers send arguments unencoded.
+    reply = {"id": CHAT_ID, "choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [
+        {"id": "call_o", "type": "function", "function": {"name": "f", "arguments": {"k": [1, 2]}}}]}}]}
+    assert call("call_o", "f", '{"k":[1,2]}') in openai_chat.audit_body(reply)
+    _, events = tap(chunk([delta({"tool_calls": [{"index": 0, "id": "call_o", "function": {"name": "f", "arguments": {"k": 1}}}]})]), DONE)
+    assert call("call_o", "f", '{"k":1}') in events
+
+
 def test_blocking_error_body() -> None:
     body = {"error": {"message": "context_length_exceeded", "type": "invalid_request_error"}}
     assert openai_chat.audit_body(body) == [StreamFailed(message="context_length_exceeded")]

@@ -69,7 +69,10 @@ class ToolCallAssembler:
     Anthropic keys by content block index, OpenAI Chat by (choice, tool index),
     Responses by output item id. A final value (Responses ``*.done`` events,
     complete output items) replaces whatever the deltas assembled. A call with
-    no argument fragments at all has arguments ``{}``.
+    no argument fragments at all has arguments ``{}``. Arguments given when a
+    call starts (Anthropic ``tool_use.input``, a Responses item's
+    ``arguments``) count only if no fragment follows: the fragments spell the
+    whole value again, and gluing the two together would make invalid JSON.
 
     A ``text`` call (Responses ``custom_tool_call``, whose input is free-form
     text rather than JSON arguments) is stored as a JSON string, so that a
@@ -91,7 +94,7 @@ class ToolCallAssembler:
         self, key: Any, *, call_id: str | None, name: str | None, args: str = "", text: bool = False
     ) -> None:
         self._calls[key] = {
-            "id": call_id or "", "name": name or "", "parts": [args] if args else [], "final": None, "text": text,
+            "id": call_id or "", "name": name or "", "parts": [], "initial": args, "final": None, "text": text,
         }
 
     def update(
@@ -125,7 +128,10 @@ class ToolCallAssembler:
 
     @staticmethod
     def _build(slot: dict[str, Any], response_id: str) -> ToolCall:
-        args = slot["final"] if slot["final"] is not None else "".join(slot["parts"])
+        if slot["final"] is not None:
+            args = slot["final"]
+        else:
+            args = "".join(slot["parts"]) if slot["parts"] else slot.get("initial", "")
         if slot.get("text"):
             args = jsonutil.dumps(args).decode()
         return ToolCall(
@@ -214,6 +220,16 @@ class StreamTap:
 
 def as_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def as_json_text(value: Any) -> str:
+    """Tool arguments as JSON text: a string as is; an object or array (some
+    OpenAI-compatible servers send ``arguments`` unencoded) serialised; else ""."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return jsonutil.dumps(value).decode()
+    return ""
 
 
 def as_dict(value: Any) -> dict[str, Any]:

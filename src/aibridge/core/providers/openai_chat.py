@@ -28,6 +28,7 @@ from aibridge.core.providers.base import (
     ToolCallAssembler,
     Translation,
     as_dict,
+    as_json_text,
     as_list,
     as_str,
     require_fields,
@@ -115,7 +116,7 @@ class StreamHandler:
                     self._tools.start(key, call_id=call_id, name=as_str(function.get("name")))
                 else:
                     self._tools.update(key, call_id=call_id, name=as_str(function.get("name")))
-                self._tools.append(key, as_str(function.get("arguments")))
+                self._tools.append(key, as_json_text(function.get("arguments")))
         usage = payload.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
@@ -151,7 +152,7 @@ def audit_body(payload: Any) -> list[AuditEvent]:
         for tc in as_list(message.get("tool_calls")):
             tc = as_dict(tc)
             function = as_dict(tc.get("function"))
-            args = as_str(function.get("arguments"))
+            args = as_json_text(function.get("arguments"))
             events.append(
                 ToolCallMade(
                     call=ToolCall(
