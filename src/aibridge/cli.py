@@ -371,11 +371,12 @@ def render_table(items: list[dict[str, Any]]) -> str:
 @click.option("--chunks", default=20, type=int, help="text deltas per synthetic stream")
 @click.option("--latency", default=0.0, type=float, help="seconds before the first byte")
 @click.option("--chunk-delay", default=0.0, type=float, help="seconds between chunks")
-def fake_upstream(listen: str, chunks: int, latency: float, chunk_delay: float) -> None:
+@click.option("--hold", default=0.0, type=float, help="seconds to keep each stream open after its last chunk")
+def fake_upstream(listen: str, chunks: int, latency: float, chunk_delay: float, hold: float) -> None:
     """Serve provider-shaped traffic for offline clients and benchmarks."""
     from aibridge.shell.server import run_fake_upstream
 
-    run_fake_upstream(listen, chunks=chunks, latency=latency, chunk_delay=chunk_delay)
+    run_fake_upstream(listen, chunks=chunks, latency=latency, chunk_delay=chunk_delay, hold=hold)
 
 
 @main.command()

@@ -77,6 +77,8 @@ class Synthetic:
     latency: float = 0.0
     chunk_delay: float = 0.0
     text: str = "hello "
+    #: keep each synthetic stream open this long after its last frame (idle-stream benchmarks)
+    hold: float = 0.0
 
 
 class FakeUpstream:
@@ -270,20 +272,20 @@ class FakeUpstream:
             if stream:
                 return Reply(headers=(("content-type", "text/event-stream"),),
                              chunks=tuple(anthropic_stream(f"msg_fake_{n}", model, s.chunks, s.text)),
-                             latency=s.latency, chunk_delay=s.chunk_delay)
+                             latency=s.latency, chunk_delay=s.chunk_delay, hold=s.hold)
             return _json_reply(anthropic_message(f"msg_fake_{n}", model, s.chunks, s.text), latency=s.latency)
         if path.endswith("/chat/completions"):
             if stream:
                 usage = isinstance(request.get("stream_options"), dict) and request["stream_options"].get("include_usage") is True
                 return Reply(headers=(("content-type", "text/event-stream"),),
                              chunks=tuple(chat_stream(f"chatcmpl-fake-{n}", model, s.chunks, s.text, usage)),
-                             latency=s.latency, chunk_delay=s.chunk_delay)
+                             latency=s.latency, chunk_delay=s.chunk_delay, hold=s.hold)
             return _json_reply(chat_completion(f"chatcmpl-fake-{n}", model, s.chunks, s.text), latency=s.latency)
         if path.endswith("/responses"):
             if stream:
                 return Reply(headers=(("content-type", "text/event-stream"),),
                              chunks=tuple(responses_stream(f"resp_fake_{n}", model, s.chunks, s.text)),
-                             latency=s.latency, chunk_delay=s.chunk_delay)
+                             latency=s.latency, chunk_delay=s.chunk_delay, hold=s.hold)
             return _json_reply(responses_object(f"resp_fake_{n}", model, s.chunks, s.text), latency=s.latency)
         return Reply(status=404, headers=(("content-type", "application/json"),),
                      body=orjson.dumps({"error": {"message": f"fake upstream: no route {method} {path}"}}))

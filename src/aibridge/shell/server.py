@@ -43,8 +43,9 @@ async def serve_fake_upstream(
     await serve(fake, hc, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]
 
 
-def run_fake_upstream(listen: str, *, chunks: int, latency: float, chunk_delay: float) -> None:
-    fake = FakeUpstream(synthetic=Synthetic(chunks=chunks, latency=latency, chunk_delay=chunk_delay), keep_requests=100)
+def run_fake_upstream(listen: str, *, chunks: int, latency: float, chunk_delay: float, hold: float = 0.0) -> None:
+    synthetic = Synthetic(chunks=chunks, latency=latency, chunk_delay=chunk_delay, hold=hold)
+    fake = FakeUpstream(synthetic=synthetic, keep_requests=100)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
