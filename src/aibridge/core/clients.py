@@ -153,10 +153,10 @@ _LEGACY_SESSION = re.compile(r"_session_([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-
 def _clean(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    if not value or len(value) > MAX_SESSION_ID or any(ord(c) < 0x20 for c in value):
+    text = value.strip()
+    if not text or len(text) > MAX_SESSION_ID or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
         return None
-    return value
+    return text
 
 
 def claude_code_metadata_session(body: Any) -> str | None:
