@@ -205,6 +205,13 @@ class BridgeApp:
         except BridgeError as exc:
             if not state["started"]:
                 await self._send_error(send, shape, exc)
+        except Exception:
+            # A bug, not a decision: log it, answer 500 in the provider's shape,
+            # and keep the server's request task alive (the interception, if one
+            # started, is already recorded as failed).
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            if not state["started"]:
+                await self._send_error(send, shape, BridgeError("internal error in aibridge; see its log"))
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:

@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from aibridge.core.auth import mask_secret
-from aibridge.core.errors import UpstreamTimeout, UpstreamUnreachable
+from aibridge.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from aibridge.core.headers import upstream_request_headers
 from aibridge.core.providers.base import Translation
 from aibridge.core.routes import Route, join_url
@@ -32,6 +32,9 @@ def map_exceptions() -> Iterator[None]:
         yield
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
+    except httpx.DecodingError as exc:
+        # compressed reply that does not decompress (bad gzip length/CRC, truncated)
+        raise UpstreamError(f"upstream reply could not be decoded: {exc}") from exc
     except (httpx.TransportError, httpx.StreamError) as exc:
         raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
 
