@@ -26,9 +26,11 @@ def run_tap(
     *,
     filtering: bool = False,
     is_terminator: Callable[[str], bool] = lambda data: False,
+    max_event_size: int | None = None,
 ) -> tuple[bytes, list[AuditEvent]]:
     """Feed ``chunks`` through a tap; return (bytes for the client, audit events)."""
-    tap = StreamTap(handler, filtering=filtering, is_terminator=is_terminator)
+    limit = {} if max_event_size is None else {"max_event_size": max_event_size}
+    tap = StreamTap(handler, filtering=filtering, is_terminator=is_terminator, **limit)
     out = bytearray()
     events: list[AuditEvent] = []
     for chunk in chunks:

@@ -168,6 +168,14 @@ def test_line_longer_than_the_limit_is_an_sse_error() -> None:
         parse(b"data: " + b"x" * 100, max_event_size=50)
 
 
+def test_endless_comments_or_blank_lines_are_bounded_too() -> None:
+    # Held bytes belong to the next event; a flood of them must not grow memory forever.
+    with pytest.raises(SSEError):
+        parse(b": keepalive\n" * 10, max_event_size=50)
+    with pytest.raises(SSEError):
+        parse(*[b"\n"] * 60, max_event_size=50)
+
+
 def test_event_larger_than_the_limit_over_many_lines_is_an_sse_error() -> None:
     with pytest.raises(SSEError):
         parse(b"data: 0123456789\n" * 10, max_event_size=50)

@@ -111,8 +111,11 @@ class SSEParser:
             ev = self._process_line(line)
             if ev is not None:
                 events.append(ev)
-        if len(buf) - self._line_start > self._max:
-            raise SSEError(f"SSE line longer than {self._max} bytes")
+        # Everything still held belongs to the event being received (with the
+        # comments and blank lines before it): bound it, so that an upstream
+        # sending an endless line, or endless comments, cannot exhaust memory.
+        if len(buf) > self._max:
+            raise SSEError(f"SSE event larger than {self._max} bytes (comments before it included)")
         return events
 
     def close(self) -> list[SSEEvent]:

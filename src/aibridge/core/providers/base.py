@@ -16,7 +16,7 @@ import attrs
 from aibridge.core import jsonutil
 from aibridge.core.errors import ClientError
 from aibridge.core.model import AuditEvent, StreamFailed, ToolCall, ToolCallMade
-from aibridge.core.sse import SSEEvent, SSEParser
+from aibridge.core.sse import DEFAULT_MAX_EVENT_SIZE, SSEError, SSEEvent, SSEParser
 
 
 @attrs.frozen(kw_only=True)
@@ -164,6 +164,11 @@ class StreamTap:
     client did not), bytes are released per complete event so that the
     handler can drop one; everything else still reaches the client byte for
     byte, and :meth:`close` releases any trailing bytes.
+
+    The tap never breaks the relay: if the parser gives up (an event beyond
+    ``max_event_size``), one :class:`StreamFailed` says the rest of the
+    stream is unaudited, and from then on every byte (held ones included)
+    goes to the client untouched.
     """
 
     def __init__(
@@ -172,27 +177,46 @@ class StreamTap:
         *,
         filtering: bool = False,
         is_terminator: Callable[[str], bool] = lambda data: False,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         self._handler = handler
-        self._parser = SSEParser()
+        self._parser = SSEParser(max_event_size=max_event_size)
         self._filtering = filtering
         self._is_terminator = is_terminator
         self.malformed = 0
+        #: filtering: bytes received and not yet released or dropped (a copy of
+        #: what the parser holds, so nothing is lost if the parser gives up)
+        self._held = bytearray()
+        #: the parser gave up; the rest of the stream is relayed unaudited
+        self._given_up = False
 
     @property
     def at_event_boundary(self) -> bool:
         """The client has been sent whole events only (a keep-alive comment may go in now)."""
-        return self._filtering or self._parser.at_boundary
+        return not self._given_up and (self._filtering or self._parser.at_boundary)
 
     def receive_data(self, data: bytes) -> tuple[bytes, list[AuditEvent]]:
-        events = self._parser.receive_data(data)
+        if self._given_up:
+            return data, []
+        if self._filtering:
+            self._held += data
+        try:
+            events = self._parser.receive_data(data)
+        except SSEError as exc:
+            self._given_up = True
+            out = bytes(self._held) if self._filtering else data
+            self._held = bytearray()
+            return out, [StreamFailed(message=f"stream not audited past this point: {exc}")]
         out, audit = self._consume(events)
         return (out if self._filtering else data), audit
 
     def close(self) -> tuple[bytes, list[AuditEvent]]:
+        if self._given_up:
+            return b"", self._handler.finish()
         out, audit = self._consume(self._parser.close())
         if self._filtering:
             out += self._parser.take_pending()
+            self._held = bytearray()
         audit.extend(self._handler.finish())
         return (out if self._filtering else b""), audit
 
@@ -209,6 +233,8 @@ class StreamTap:
                     self.malformed += 1
                     audit.append(StreamFailed(message=f"malformed event data: {data[:200]}"))
                     payload = None
+            if self._filtering:
+                del self._held[: len(ev.raw)]
             if payload is not None:
                 audit.extend(self._handler.handle(ev, payload))
                 if self._filtering and self._handler.drop(ev, payload):
