@@ -1,10 +1,13 @@
 """A real MCP server for tests: the ``mcp`` SDK's ``MCPServer`` over Streamable HTTP.
 
-Run as a subprocess (``python tests/mcp_server.py [TOKEN]``): it binds
-127.0.0.1 on a free port, prints the port on its first stdout line, and serves
-``/mcp`` until killed. With TOKEN, every request must carry
-``Authorization: Bearer TOKEN`` (403 otherwise), so tests can check the bridge
-sends a server's configured headers.
+Run as a subprocess (``python tests/mcp_server.py [--token T] [--tools A,B]
+[--failing C]``): it binds 127.0.0.1 on a free port, prints the port on its
+first stdout line, and serves ``/mcp`` until killed. With a token, every
+request must carry ``Authorization: Bearer T`` (403 otherwise), so tests can
+check the bridge sends a server's configured headers. ``--tools`` adds
+generic tools (any arguments; they answer ``<name>: done``) and ``--failing``
+generic tools that always fail: the conformance test names them after the
+tools called in the recorded traffic.
 
 Tools (the project's own test data):
 
@@ -16,6 +19,7 @@ Tools (the project's own test data):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -26,16 +30,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+#: the tools every instance has (tests may add generic ones)
+BASE_TOOLS = ("add", "archive_project", "drop_everything", "list_projects")
 PROJECTS = {
     "marta": [{"id": "prj-4471", "name": "lighthouse", "stack": "rust"}],
     "ines": [{"id": "prj-0932", "name": "orchard", "stack": "go"}, {"id": "prj-0933", "name": "quay", "stack": "zig"}],
 }
 
 
-def build_app(token: str | None) -> Any:
+def _generic(name: str, fail: bool) -> Any:
+    def tool() -> str:
+        if fail:
+            raise RuntimeError(f"{name} failed on purpose")
+        return f"{name}: done"
+
+    return tool
+
+
+def build_app(token: str | None, tools: tuple[str, ...] = (), failing: tuple[str, ...] = ()) -> Any:
     from mcp.server.mcpserver import MCPServer
 
-    server = MCPServer("aibridge-test-tools")
+    # failing tools are expected here: keep their tracebacks out of the test output
+    server = MCPServer("aibridge-test-tools", log_level="CRITICAL")
+    for name in tools:
+        server.add_tool(_generic(name, False), name=name, description=f"generic test tool {name}")
+    for name in failing:
+        server.add_tool(_generic(name, True), name=name, description=f"generic failing test tool {name}")
 
     @server.tool()
     def list_projects(owner: str) -> str:
@@ -76,19 +96,28 @@ def build_app(token: str | None) -> Any:
 def main() -> None:
     import uvicorn
 
-    token = sys.argv[1] if len(sys.argv) > 1 else None
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--token")
+    parser.add_argument("--tools", default="")
+    parser.add_argument("--failing", default="")
+    args = parser.parse_args()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(build_app(token), log_level="warning", lifespan="on")
+    app = build_app(args.token, tuple(filter(None, args.tools.split(","))), tuple(filter(None, args.failing.split(","))))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 
 @contextlib.contextmanager
-def running_mcp_server(token: str | None = None) -> Iterator[str]:
+def running_mcp_server(
+    token: str | None = None, *, tools: tuple[str, ...] = (), failing: tuple[str, ...] = ()
+) -> Iterator[str]:
     """Start the server in a subprocess; yields its ``/mcp`` URL."""
-    args = [sys.executable, str(Path(__file__).resolve())] + ([token] if token else [])
+    args = [sys.executable, str(Path(__file__).resolve()), "--tools", ",".join(tools), "--failing", ",".join(failing)]
+    if token:
+        args += ["--token", token]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

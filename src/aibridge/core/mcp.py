@@ -441,7 +441,21 @@ def final_blocking(api: str, payloads: Sequence[Any], is_injected: IsInjected) -
             last["choices"] = choices
         return last
     last["output"] = [i for p in payloads for i in as_list(as_dict(p).get("output")) if not _injected_item(i, is_injected)]
-    return last
+    return scrub_response(last, is_injected)
+
+
+def scrub_response(response: dict[str, Any], is_injected: IsInjected) -> dict[str, Any]:
+    """A Responses ``response`` object echoes the request's ``tools``: drop the injected ones
+    (every ``bmcp_`` name, whether or not it is in today's catalogue)."""
+    tools = response.get("tools")
+
+    def hidden(tool: Any) -> bool:
+        name = definition_name("responses", tool)
+        return name.startswith(PREFIX) or is_injected(name)
+
+    if not isinstance(tools, list) or not any(hidden(t) for t in tools):
+        return response
+    return {**response, "tools": [t for t in tools if not hidden(t)]}
 
 
 def _injected_block(block: Any, is_injected: IsInjected) -> bool:
@@ -452,10 +466,6 @@ def _injected_block(block: Any, is_injected: IsInjected) -> bool:
 def _injected_item(item: Any, is_injected: IsInjected) -> bool:
     i = as_dict(item)
     return i.get("type") == "function_call" and is_injected(as_str(i.get("name")))
-
-
-def contains_injected(data: bytes, tools: Iterable[InjectedTool]) -> bool:
-    return any(t.name.encode() in data for t in tools)
 
 
 # -- what a streaming client sees ---------------------------------------------------------
@@ -792,7 +802,10 @@ class ResponsesRewriter(StreamRewriter):
             return ev.raw
         kind = as_str(payload.get("type"))
         if kind in ("response.created", "response.in_progress", "response.queued"):
-            return self._number(ev, payload, dict(payload)) if self.iteration == 1 else b""
+            if self.iteration > 1:
+                return b""
+            response = scrub_response(as_dict(payload.get("response")), self.is_injected)
+            return self._number(ev, payload, {**payload, "response": response} if "response" in payload else dict(payload))
         if kind in self.TERMINAL:
             self._terminal = (ev, payload)
             return b""
@@ -831,7 +844,7 @@ class ResponsesRewriter(StreamRewriter):
             return b""
         ev, payload = self._terminal
         self._terminal = None
-        response = dict(as_dict(payload.get("response")))
+        response = scrub_response(dict(as_dict(payload.get("response"))), self.is_injected)
         response["output"] = list(self._visible_output)
         return self._number(ev, payload, {**payload, "response": response})
 
