@@ -20,6 +20,7 @@ import httpx2
 import openai
 import pytest
 
+from aibridge.config import ConfigError, load_config
 from aibridge.core.mcp import SMALL_FAST_MARKER as SMALL_FAST
 from aibridge.fake.upstream import Reply
 from tests.conftest import SHARED
@@ -374,6 +375,47 @@ def test_identical_requests_give_byte_identical_upstream_bodies(bridge: Stack) -
     assert list(sent) == list(body)
     assert [t["name"] for t in sent["tools"]] == [*INJECTED, "grep"]
     assert sent["tools"][-1] == body["tools"][0]
+
+
+def test_upstream_error_after_a_tool_call_ends_the_stream_with_an_error_event(bridge: Stack, mcp_url: str) -> None:
+    usage = {"input_tokens": 30, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    bridge.script(
+        anthropic_stream("msg_err_1", [tool_use("toolu_err_1", "bmcp_tools_add", {"a": 2, "b": 3})], "tool_use", usage, 8),
+        Reply(status=529, headers=JSON, body=json.dumps(overloaded).encode()),
+    )
+    client, _, transport = clients(bridge)
+    with pytest.raises(anthropic.APIStatusError) as info:
+        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                                    messages=[{"role": "user", "content": "add 2 and 3"}]) as s:
+            s.get_final_message()
+    assert "upstream error 529: Overloaded" in str(info.value)
+    assert b"bmcp_" not in transport.received
+    second = bridge.fake.requests[1].json()
+    assert second["messages"][-1]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_err_1", "content": "5"}]
+    item = bridge.only_interception()
+    assert (item["status"], item["upstream_status"], item["error"]) == ("failed", 529, "Overloaded")
+    assert usages(item) == [("msg_err_1", 30, 8, 0, 0)]
+    assert tools_of(item) == [("add", "toolu_err_1", '{"a":2,"b":3}', True, mcp_url, None)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"mcp_servers": [{"name": "kb"}]},
+         "invalid mcp_servers (--mcp-servers, from flag): entry 0 (kb): url must be an http:// or https:// URL"),
+        ({"mcp_server_url": "http://127.0.0.1:9/mcp", "mcp_server_deny": "(("},
+         "invalid mcp_server_deny (--mcp-server-deny, from flag): deny: invalid regular expression"),
+        ({"mcp_servers": [{"name": "kb", "url": "http://127.0.0.1:9/mcp"}], "mcp_server_url": "http://127.0.0.1:8/mcp",
+          "mcp_server_name": "kb"},
+         "invalid mcp_server_name (--mcp-server-name): server name 'kb' is used twice"),
+    ],
+)
+def test_bad_mcp_configuration_fails_with_one_line(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides, env={})
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
 
 
 # -- OpenAI Chat -----------------------------------------------------------------------------------
