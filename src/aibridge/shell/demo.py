@@ -10,6 +10,7 @@ import functools
 import secrets
 import time
 import uuid
+from typing import Any
 
 import httpx
 import orjson
@@ -19,7 +20,7 @@ from aibridge.config import load_config
 from aibridge.core.auth import display_prefix, hash_key, new_key
 from aibridge.fake.upstream import FakeUpstream, Synthetic
 from aibridge.shell.logs import setup_logging
-from aibridge.shell.run import serve_bridge
+from aibridge.shell.run import Running, serve_bridge
 from aibridge.shell.server import serve_fake_upstream
 from aibridge.shell.store import SQLiteStore, get_interception, open_reader
 
@@ -37,8 +38,20 @@ def _demo_key(db: str) -> str:
 
 async def _main(listen: str, db: str) -> None:
     fake = FakeUpstream(synthetic=Synthetic(chunks=8, chunk_delay=0.02, text="demo "), keep_requests=100)
+    fake_stop = trio.Event()
+
+    async def bridge(config: Any, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+        # serve_bridge returns by itself on SIGTERM/SIGINT, after draining
+        # in-flight requests and the audit writer; only then stop the fake.
+        try:
+            await serve_bridge(config, task_status=task_status)
+        finally:
+            fake_stop.set()
+
     async with trio.open_nursery() as nursery:
-        fake_urls = await nursery.start(functools.partial(serve_fake_upstream, fake, "127.0.0.1:0"))
+        fake_urls = await nursery.start(
+            functools.partial(serve_fake_upstream, fake, "127.0.0.1:0", shutdown=fake_stop)
+        )
         base = fake_urls[0]
         config = load_config(
             {"listen": listen, "db": db, "anthropic_base_url": base + "/",
@@ -47,7 +60,7 @@ async def _main(listen: str, db: str) -> None:
             env={},
         )
         key = await trio.to_thread.run_sync(_demo_key, db)
-        running = await nursery.start(functools.partial(serve_bridge, config))
+        running = await nursery.start(bridge, config)
         url = running.url
         print(f"fake upstream on {base}\naibridge on {url} (audit database {db})\n")
         print("Sending a streaming Anthropic request through the bridge...\n")
@@ -76,8 +89,6 @@ async def _main(listen: str, db: str) -> None:
             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'\n"
         )
         print(f"  aibridge interceptions list --db {db}\n", flush=True)
-        await running.stop.wait()
-        nursery.cancel_scope.cancel()
 
 
 def run_demo(*, listen: str, db: str) -> None:

@@ -36,6 +36,9 @@ async def serve_fake_upstream(
     hc = HypercornConfig()
     hc.bind = [listen]
     hc.accesslog = None
+    # Through our logging setup, like the bridge: Hypercorn's default "-" adds
+    # a second stderr handler (its "Running on" line printed twice).
+    hc.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
     hc.graceful_timeout = 1.0
     hc.keep_alive_timeout = 75
     hc.backlog = 1024
