@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import httpx
 import orjson
 import pytest
 
@@ -317,3 +318,41 @@ def test_thinking_blocks_are_recorded_as_model_thoughts(stack: Stack) -> None:
     item = stack.only_interception()
     assert [(t["content"], t["source"]) for t in item["model_thoughts"]] == [
         ("Seven is prime; so is eleven.", "thinking")]
+
+
+def test_upstream_dropping_the_connection_mid_stream_fails_with_usage_so_far(stack: Stack) -> None:
+    upstream = (message_start("msg_cut_4", {"input_tokens": 66, "cache_read_input_tokens": 512, "output_tokens": 1})
+                + text_block(0, "The first part", " and the second"))
+    stack.script(stream_reply(upstream + message_end("end_turn", {"output_tokens": 30}), reset_after=len(upstream)))
+    with httpx.stream("POST", stack.url + MESSAGES, json=streaming_request("tell me everything"),
+                      headers={"x-api-key": stack.key}) as reply:
+        received = b""
+        with pytest.raises(httpx.RemoteProtocolError):
+            for piece in reply.iter_raw():
+                received += piece
+    assert received == upstream
+    item = stack.only_interception()
+    assert (item["status"], item["upstream_status"]) == ("failed", 200)
+    assert item["error"].startswith("upstream unreachable")
+    assert usage_rows(item) == [{"provider_response_id": "msg_cut_4", "input": 66, "cache_read": 512,
+                                 "cache_write": 0, "output": 1, "reasoning": 0}]
+
+
+def test_blocking_tool_use_through_the_sdk(stack: Stack) -> None:
+    stack.script(json_reply({
+        "id": "msg_block_tools", "type": "message", "role": "assistant", "model": MODEL,
+        "content": [{"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_own_edit", "name": "Edit",
+                     "input": {"file": "main.py", "old": "x = 1", "new": "x = 2"}},
+                    {"type": "tool_use", "id": "toolu_own_pwd", "name": "Pwd", "input": {}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 120, "output_tokens": 45}}))
+    client = anthropic.Anthropic(base_url=stack.url + "/anthropic", api_key=stack.key, max_retries=0)
+    reply = client.messages.create(model=MODEL, max_tokens=200,
+                                   messages=[{"role": "user", "content": "bump x"}],
+                                   tools=[{"name": "Edit", "input_schema": {"type": "object"}},
+                                          {"name": "Pwd", "input_schema": {"type": "object"}}])
+    assert reply.stop_reason == "tool_use"
+    item = stack.only_interception()
+    assert tool_calls(item) == [("Edit", "toolu_own_edit", {"file": "main.py", "old": "x = 1", "new": "x = 2"}),
+                                ("Pwd", "toolu_own_pwd", {})]
+    assert prompts(item) == ["bump x"]

@@ -206,3 +206,42 @@ def test_streaming_rewrite_changes_only_include_usage(stack: Stack) -> None:
     assert list(orjson.loads(sent)) == list(expected)
     assert orjson.loads(sent) == expected
     assert list(orjson.loads(sent)["stream_options"]) == ["include_obfuscation", "include_usage"]
+
+
+def test_error_object_mid_stream_is_relayed_and_fails_the_interception(stack: Stack) -> None:
+    cid = "chatcmpl-own-midfail"
+    upstream = (
+        chunk(cid, [{"index": 0, "delta": {"role": "assistant", "content": "Par"}, "finish_reason": None}])
+        + event(None, {"error": {"message": "The server had an error while processing your request.",
+                                 "type": "server_error", "param": None, "code": None}})
+    )
+    stack.script(stream_reply(upstream))
+    reply = post(stack, CHAT, {"model": MODEL, "stream": True, "stream_options": {"include_usage": True},
+                               "messages": [{"role": "user", "content": "capital of France?"}]})
+    assert reply.status_code == 200
+    assert reply.content == upstream
+    item = stack.only_interception()
+    assert (item["status"], item["upstream_status"], item["error"]) == (
+        "failed", 200, "The server had an error while processing your request.")
+    assert item["token_usages"] == []
+
+
+def test_blocking_tool_calls_through_the_sdk(stack: Stack) -> None:
+    stack.script(json_reply({
+        "id": "chatcmpl-own-blocking-tools", "object": "chat.completion", "model": MODEL,
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_rg", "type": "function", "function": {"name": "ripgrep", "arguments": '{"q":"fixme"}'}},
+                {"id": "call_now", "type": "function", "function": {"name": "now", "arguments": ""}},
+            ]}}],
+        "usage": {"prompt_tokens": 88, "completion_tokens": 19, "total_tokens": 107}}))
+    reply = openai_client(stack).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "find fixmes, and what time is it"}],
+        tools=[{"type": "function", "function": {"name": "ripgrep", "parameters": {"type": "object"}}},
+               {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}])
+    calls = reply.choices[0].message.tool_calls or []
+    assert [c.id for c in calls] == ["call_rg", "call_now"]
+    item = stack.only_interception()
+    assert tool_calls(item) == [("ripgrep", "call_rg", {"q": "fixme"}), ("now", "call_now", {})]
+    assert usage_rows(item) == [{"provider_response_id": "chatcmpl-own-blocking-tools", "input": 88,
+                                 "cache_read": 0, "cache_write": 0, "output": 19, "reasoning": 0}]
