@@ -131,11 +131,14 @@ class BedrockTarget:
             return self._local(route, byok, client_headers)
         betas = [value for name, value in client_headers if name == "anthropic-beta"]
         models = {"model": self.model, "small_fast_model": self.small_fast_model}
-        parsed = parse_request_object(body)
+        # The Anthropic translation's body, not the client's: it carries any
+        # rewrite made before us (MCP tool injection, follow-up turns).
+        source = translation.body if translation is not None else body
+        parsed = parse_request_object(source)
         if route.name == "count_tokens":
             bedrock = core.translate_count_tokens(parsed, beta_headers=betas, **models)
         elif route.api == "messages":
-            bedrock = core.translate_request(body, parsed, beta_headers=betas, **models)
+            bedrock = core.translate_request(source, parsed, beta_headers=betas, **models)
         else:  # pragma: no cover - the route table sends nothing else here
             raise RouteNotSupported(f"route not supported on Bedrock: {method} {route.upstream_path}")
         headers = [*bedrock.headers, ("accept-encoding", "identity")]
