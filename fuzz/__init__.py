@@ -1,0 +1,1 @@
+"""Fuzz harnesses over the pure core (see fuzz/README.rst)."""
