@@ -611,42 +611,38 @@ async def _relay_with_keepalive(
 ) -> None:
     """Relay upstream chunks; after ``keepalive`` seconds of silence send an SSE comment.
 
-    A pump task reads upstream into an unbuffered channel so the relay can wait
-    with a timeout without cancelling a read half-way. The comment goes out
-    only between whole events (:attr:`StreamTap.at_event_boundary`): the
-    client's bytes stay the upstream's bytes, plus comment lines, which every
-    SSE client ignores (DESIGN §4.7).
+    The relay reads upstream itself; a watchdog task sleeps until the stream
+    has been silent for ``keepalive`` seconds and only then sends a comment.
+    (A pump task feeding a channel, with a timeout per read, cost two task
+    switches and a cancel scope per chunk: the benchmarks' profile showed it
+    as a quarter of the relay's CPU.) The comment goes out only between whole
+    events (:attr:`StreamTap.at_event_boundary`) and never while a chunk is
+    being sent: the client's bytes stay the upstream's bytes, plus comment
+    lines, which every SSE client ignores (DESIGN §4.7).
     """
-    chunks_in, chunks_out = trio.open_memory_channel[bytes | Exception](0)
+    last = trio.current_time()
+    relaying = False
 
-    async def pump() -> None:
-        async with chunks_in:
-            try:
-                async for chunk in response.aiter_bytes():
-                    await chunks_in.send(chunk)
-            except Exception as exc:  # handed to the relay, which raises it outside the nursery
-                await chunks_in.send(exc)
+    async def watchdog() -> None:
+        nonlocal last
+        while True:
+            await trio.sleep_until(last + keepalive)
+            if trio.current_time() - last < keepalive:
+                continue  # a chunk came meanwhile
+            if not relaying and tap.at_event_boundary:
+                await send({"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True})
+            last = trio.current_time()
 
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump)
+        nursery.start_soon(watchdog)
         try:
-            async with chunks_out:
-                while True:
-                    with trio.move_on_after(keepalive) as idle:
-                        try:
-                            item = await chunks_out.receive()
-                        except trio.EndOfChannel:
-                            break
-                    if idle.cancelled_caught:
-                        if tap.at_event_boundary:
-                            await send({"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True})
-                        continue
-                    if isinstance(item, Exception):
-                        failure = item
-                        break
-                    await relay_chunk(item)
-        except Exception as exc:
+            async for chunk in response.aiter_bytes():
+                last = trio.current_time()
+                relaying = True
+                await relay_chunk(chunk)
+                relaying = False
+        except Exception as exc:  # raised outside the nursery, ungrouped
             failure = exc
         finally:
             nursery.cancel_scope.cancel()

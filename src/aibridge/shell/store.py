@@ -327,7 +327,7 @@ class SQLiteStore:
                     ("model_thoughts", thoughts),
                 ):
                     if rows:
-                        self.db[table].insert_all(rows, batch_size=500)
+                        self._insert_rows(table, rows)
                 # After the child rows: the parent's tool usage may sit in this same batch.
                 for interception_id, user_id, call_id in links:
                     self._link_thread(interception_id, user_id, call_id)
@@ -341,6 +341,22 @@ class SQLiteStore:
                     )
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
+
+    def _insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """One prepared INSERT for many rows.
+
+        sqlite-utils' ``insert_all`` re-reads the table's schema on every call;
+        on the writer's hot path that was most of a batch's cost (benchmarks).
+        Columns are the union of the rows' keys, in first-seen order; a key a
+        row lacks is NULL, as with ``insert_all``.
+        """
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        names = ", ".join(f"[{c}]" for c in columns)
+        marks = ", ".join("?" * len(columns))
+        self.db.conn.executemany(
+            f"INSERT INTO [{table}] ({names}) VALUES ({marks})",
+            [tuple(row.get(c) for c in columns) for row in rows],
+        )
 
     def _link_thread(self, interception_id: str, user_id: str, call_id: str) -> None:
         """Point an interception at the one that recorded the tool call it answers.
