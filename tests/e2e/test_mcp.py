@@ -366,11 +366,18 @@ def test_identical_requests_give_byte_identical_upstream_bodies(bridge: Stack) -
             "tools": [{"name": "grep", "description": "search", "input_schema": {"type": "object"},
                        "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": "hi"}]}
+    usage = {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     for _ in range(2):
+        bridge.script(
+            anthropic_json("msg_same_1", [tool_use("toolu_same", "bmcp_tools_add", {"a": 1, "b": 1})], "tool_use", usage, 4),
+            anthropic_json("msg_same_2", [{"type": "text", "text": "2"}], "end_turn", usage, 1),
+        )
         reply = httpx.post(bridge.url + "/anthropic/v1/messages", json=body, headers={"x-api-key": bridge.key})
         assert reply.status_code == 200
-    first, second = bridge.fake.requests
-    assert first.body == second.body
+    first, follow_up, again, follow_up_again = bridge.fake.requests
+    assert first.body == again.body
+    # the follow-up (conversation + call + result) is just as stable
+    assert follow_up.body == follow_up_again.body
     sent = first.json()
     assert list(sent) == list(body)
     assert [t["name"] for t in sent["tools"]] == [*INJECTED, "grep"]
