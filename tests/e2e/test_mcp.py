@@ -425,6 +425,35 @@ def test_bad_mcp_configuration_fails_with_one_line(overrides: dict[str, Any], me
     assert "\n" not in str(info.value)
 
 
+def test_bedrock_stream_runs_the_loop_too(make_stack: Any, mcp_url: str) -> None:
+    from aibridge.fake.bedrock import FakeBedrock, sse_events, stream_reply
+    from tests.e2e.test_bedrock import ACCESS_KEY, BEDROCK, MAIN, SECRET_KEY
+
+    stack: Stack = make_stack(**BEDROCK, mcp_server_url=mcp_url, mcp_server_name="tools",
+                              mcp_server_headers=f"Authorization: Bearer {TOKEN}")
+    bedrock = FakeBedrock(access_key=ACCESS_KEY, secret_key=SECRET_KEY, region="us-west-2").install(stack.fake)
+    usage = {"input_tokens": 64, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    first = anthropic_stream("msg_br_1", [tool_use("toolu_br_1", "bmcp_tools_list_projects", {"owner": "marta"})],
+                             "tool_use", usage, 11)
+    second = anthropic_stream("msg_br_2", [{"type": "text", "text": "Marta owns lighthouse."}], "end_turn", usage, 5)
+    bedrock.script(stream_reply(sse_events(first.frames())), stream_reply(sse_events(second.frames())))
+    client, _, transport = clients(stack)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                                messages=[{"role": "user", "content": "marta's projects?"}]) as s:
+        message = s.get_final_message()
+    assert [b.text for b in message.content if b.type == "text"] == ["Marta owns lighthouse. "]
+    assert b"bmcp_" not in transport.received
+    assert bedrock.all_signatures_valid
+    follow_up = stack.fake.requests[1]
+    assert follow_up.path == f"/model/{MAIN}/invoke-with-response-stream"
+    assert follow_up.json()["messages"][-1]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_br_1", "content": json.dumps(PROJECTS["marta"])}]
+    item = stack.only_interception()
+    assert (item["provider"], item["model"]) == ("bedrock", MAIN)
+    assert usages(item) == [("msg_br_1", 64, 11, 0, 0), ("msg_br_2", 64, 5, 0, 0)]
+    assert tools_of(item) == [("list_projects", "toolu_br_1", '{"owner":"marta"}', True, mcp_url, None)]
+
+
 # -- OpenAI Chat -----------------------------------------------------------------------------------
 
 
