@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import attrs
 import httpx
 import orjson
 import pytest
@@ -460,3 +461,20 @@ def test_default_chain_credentials_are_used(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     target = BedrockTarget.from_config(_config(bedrock_region="us-east-1"))
     assert target.credentials.access_key == "AKIAFROMENVIRONMENT9"
+
+
+def test_client_disconnect_mid_stream_keeps_usage_so_far(bedrock: tuple[Stack, FakeBedrock]) -> None:
+    stack, fake = bedrock
+    deltas = [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "word "}}] * 30
+    events = [TOOL_THINKING_EVENTS[0], {"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "text", "text": ""}}, *deltas]
+    fake.script(attrs.evolve(stream_reply(events), chunk_delay=0.03))
+    with httpx.stream("POST", stack.url + "/anthropic/v1/messages", headers={"x-api-key": stack.key},
+                      json={"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": True,
+                            "messages": [{"role": "user", "content": "talk"}]}) as response:
+        assert next(response.iter_raw()).startswith(b"event: message_start\ndata: ")
+    item = stack.only_interception()
+    assert (item["status"], item["upstream_status"], item["model"]) == ("client_disconnected", 200, MAIN)
+    [usage] = item["token_usages"]
+    assert (usage["provider_response_id"], usage["input_tokens"]) == ("msg_bdrk_tools_7", 812)
+    assert stack.app.in_flight == 0
