@@ -6,11 +6,12 @@ import concurrent.futures
 from typing import Any
 
 import anthropic
+import httpx
 import orjson
 import pytest
 import trio
 
-from aibridge.fake.upstream import FakeUpstream, Reply, chat_completion
+from aibridge.fake.upstream import FakeUpstream, Reply, anthropic_stream, chat_completion
 from tests.e2e.wire import post
 from tests.harness import Stack
 from tests.shell.resilience import (
@@ -117,3 +118,20 @@ def test_global_rate_limit(make_stack: Any) -> None:
     refused = post(stack, CHAT, chat_body("gpt-rl"))
     assert refused.headers["retry-after"] == "20"
     assert "gateway rate limit of 3 requests per minute" in orjson.loads(refused.content)["error"]["message"]
+
+
+def test_a_client_that_hangs_up_mid_stream_gives_its_slot_back(make_stack: Any) -> None:
+    stack = make_stack(max_concurrency_per_user=1)
+    frames = anthropic_stream("msg_slot", "claude-slot", 50, "s ")
+    stack.script(Reply(headers=(("content-type", "text/event-stream"),), chunks=tuple(frames), chunk_delay=0.05))
+    with httpx.stream("POST", stack.url + MESSAGES, content=orjson.dumps(anthropic_body("claude-slot", stream=True)),
+                      headers={"x-api-key": stack.key}, timeout=10) as reply:
+        pieces = reply.iter_raw()
+        assert next(pieces).startswith(b"event: message_start")
+        # while the stream runs the user's one slot is taken
+        assert post(stack, MESSAGES, anthropic_body("claude-slot")).status_code == 429
+    # leaving the block hangs up mid-stream
+    stack.settle()
+    assert stack.app.admission.limiter.in_flight == 0
+    assert post(stack, MESSAGES, anthropic_body("claude-slot")).status_code == 200
+    assert [i["status"] for i in stack.interceptions()] == ["client_disconnected", "completed"]
