@@ -189,7 +189,9 @@ async def run_duration(host: str, port: int, raw: bytes, connections: int, durat
     }
 
 
-async def run_hold_open(host: str, port: int, raw: bytes, connections: int, ramp: int) -> dict[str, Any]:
+async def run_hold_open(
+    host: str, port: int, raw: bytes, connections: int, ramp: int, open_timeout: float
+) -> dict[str, Any]:
     conns: list[Connection] = []
     failures = 0
     limiter = trio.CapacityLimiter(ramp)
@@ -199,9 +201,14 @@ async def run_hold_open(host: str, port: int, raw: bytes, connections: int, ramp
         nonlocal failures
         async with limiter:
             conn = Connection(host, port)
+            status = 0
             try:
-                status, ttfb, _, _ = await conn.request(raw, first_byte_only=True)
+                # a server that cannot take another stream must not hang the run
+                with trio.move_on_after(open_timeout):
+                    status, ttfb, _, _ = await conn.request(raw, first_byte_only=True)
             except (OSError, HTTPError, trio.BrokenResourceError, ValueError):
+                status = 0
+            if status == 0:
                 failures += 1
                 await conn.aclose()
                 return
@@ -243,13 +250,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--hold-open", action="store_true")
     parser.add_argument("--ramp", type=int, default=100, help="connections opened at once (--hold-open)")
+    parser.add_argument("--open-timeout", type=float, default=20.0, help="seconds to wait for a stream's first byte")
     args = parser.parse_args(argv)
     with open(args.body_file, "rb") as f:
         body = f.read()
     headers = [(k.strip(), v.strip()) for k, _, v in (h.partition(":") for h in args.header)]
     host, port, raw = build_request(args.url, body, headers)
     if args.hold_open:
-        result = trio.run(run_hold_open, host, port, raw, args.connections, args.ramp)
+        result = trio.run(run_hold_open, host, port, raw, args.connections, args.ramp, args.open_timeout)
     else:
         result = trio.run(run_duration, host, port, raw, args.connections, args.duration)
     print(json.dumps(result), flush=True)
