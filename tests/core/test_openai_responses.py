@@ -353,3 +353,12 @@ def test_blocking_error_object_and_non_object() -> None:
     assert responses.audit_body({"error": {"message": "bad", "type": "invalid_request_error", "code": None}}) == [
         StreamFailed(message="invalid_request_error: bad")]
     assert responses.audit_body([1]) == [StreamFailed(message="upstream reply is not a JSON object")]
+
+
+def test_items_without_ids_are_recorded_once_by_output_index() -> None:
+    item = {"type": "function_call", "call_id": "call_noid", "name": "pwd", "arguments": "{}"}
+    commentary = {"type": "message", "role": "assistant", "phase": "commentary",
+                  "content": [{"type": "output_text", "text": "Checking."}]}
+    events = audit(created(), done(commentary, 0), done(item, 1), terminal(output=[commentary, item]))
+    assert events[1:] == [ThoughtRecorded(content="Checking.", source="commentary"), call("call_noid", "pwd", "{}"),
+                          UsageReported(usage=RECORDED_USAGE)]

@@ -170,6 +170,8 @@ class StreamHandler:
         self._tools = ToolCallAssembler()
         #: output item ids already recorded (tool call or thoughts)
         self._done: set[str] = set()
+        #: output indexes already recorded (for items that carry no id)
+        self._done_indexes: set[int] = set()
         #: reasoning summary texts seen in ``reasoning_summary_text.done``, per item, by index
         self._summaries: dict[str, dict[int, str]] = {}
 
@@ -201,6 +203,9 @@ class StreamHandler:
                 )
             return []
         if kind == "response.output_item.done":
+            index = payload.get("output_index")
+            if isinstance(index, int) and not isinstance(index, bool):
+                self._done_indexes.add(index)
             return self._item_done(as_dict(payload.get("item")))
         if kind == "response.reasoning_summary_text.done":
             index = payload.get("summary_index")
@@ -220,9 +225,10 @@ class StreamHandler:
             if not self.response_id and response.get("id"):
                 self.response_id = as_str(response.get("id"))
                 events.append(ResponseIdentified(provider_response_id=self.response_id))
-            for item in as_list(response.get("output")):
-                if isinstance(item, dict) and as_str(item.get("id")) not in self._done:
-                    events.extend(self._item_done(item))
+            for index, item in enumerate(as_list(response.get("output"))):
+                if not isinstance(item, dict) or index in self._done_indexes:
+                    continue
+                events.extend(self._item_done(item))
             events.extend(_terminal_events(response, kind.removeprefix("response.")))
             return events
         if kind == "error":
