@@ -188,7 +188,8 @@ class AuditWriter:
                 while await trio.to_thread.run_sync(
                     lambda: self.store.blank_prompts(item.prompt_cutoff, batch_size=self._purge_batch)  # type: ignore[attr-defined]
                 ):
-                    await trio.sleep(0)
+                    # Like the purge below: queued audit records go in between batches.
+                    await self._drain_some()
             if item.cutoff is not None:
                 while True:
                     n = await trio.to_thread.run_sync(
