@@ -59,7 +59,7 @@ class ReaderPool:
                     db = await trio.to_thread.run_sync(store_mod.open_reader, self.path)
                 # Not abandoned on cancel: the connection is never used by two threads.
                 return await trio.to_thread.run_sync(functools.partial(fn, db, *args, **kwargs))
-            except store_mod.sqlite3.Error as exc:
+            except store_mod.READ_ERRORS as exc:
                 raise ServiceUnavailable(f"audit store read failed: {exc}") from exc
             finally:
                 if db is not None:

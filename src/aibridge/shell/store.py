@@ -44,6 +44,10 @@ class StoreError(Exception):
     """The store cannot do what was asked (disk full, read-only, locked past the timeout)."""
 
 
+#: what a read query may raise when the store is unavailable (callers map it to 503)
+READ_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, StoreError)
+
+
 class AuditStore(Protocol):
     def write_batch(self, records: Sequence[Record]) -> None: ...
 
