@@ -101,6 +101,19 @@ def test_comments_and_blank_lines_around_the_dropped_chunk_are_kept_with_their_n
     assert out == b"".join(TEXT_STREAM) + DONE + b": trailing comment\n"
 
 
+def test_dropping_does_not_depend_on_where_the_network_cut_a_crlf() -> None:
+    # The parser dispatches on a CR at a chunk's end; the LF that follows in the
+    # next chunk belongs with that event, whether it was released or dropped.
+    body = b"".join([*TEXT_STREAM, USAGE_ONLY, DONE]).replace(b"\n", b"\r\n")
+    expected = b"".join([*TEXT_STREAM, DONE]).replace(b"\n", b"\r\n")
+    before_usage = body.index(USAGE_ONLY.replace(b"\n", b"\r\n"))
+    for cut in (before_usage - 1, before_usage + len(USAGE_ONLY) + 1):  # between a CR and its LF
+        assert body[cut - 1 : cut + 1] == b"\r\n"
+        out, _ = run_tap(openai_chat.StreamHandler(), [body[:cut], body[cut:]], filtering=True,
+                         is_terminator=openai_chat.is_done)
+        assert out == expected, cut
+
+
 def test_usage_on_a_chunk_that_still_has_choices_is_recorded_and_never_dropped() -> None:
     last = chunk([delta({}, "stop")], USAGE)
     body = b"".join([*TEXT_STREAM[:-1], last, DONE])

@@ -189,6 +189,10 @@ class StreamTap:
         self._held = bytearray()
         #: the parser gave up; the rest of the stream is relayed unaudited
         self._given_up = False
+        #: filtering: the last event handled ended in a CR at a chunk's end, so
+        #: an LF starting the next bytes completes its CRLF; and was it dropped
+        self._after_cr = False
+        self._last_dropped = False
 
     @property
     def at_event_boundary(self) -> bool:
@@ -204,7 +208,7 @@ class StreamTap:
             events = self._parser.receive_data(data)
         except SSEError as exc:
             self._given_up = True
-            out = bytes(self._held) if self._filtering else data
+            out = self._owed_lf(bytes(self._held)) if self._filtering else data
             self._held = bytearray()
             return out, [StreamFailed(message=f"stream not audited past this point: {exc}")]
         out, audit = self._consume(events)
@@ -215,7 +219,7 @@ class StreamTap:
             return b"", self._handler.finish()
         out, audit = self._consume(self._parser.close())
         if self._filtering:
-            out += self._parser.take_pending()
+            out += self._owed_lf(self._parser.take_pending())
             self._held = bytearray()
         audit.extend(self._handler.finish())
         return (out if self._filtering else b""), audit
@@ -233,15 +237,37 @@ class StreamTap:
                     self.malformed += 1
                     audit.append(StreamFailed(message=f"malformed event data: {data[:200]}"))
                     payload = None
-            if self._filtering:
-                del self._held[: len(ev.raw)]
+            if not self._filtering:
+                if payload is not None:
+                    audit.extend(self._handler.handle(ev, payload))
+                continue
+            del self._held[: len(ev.raw)]
+            raw = ev.raw
+            if self._after_cr and raw.startswith(b"\n"):
+                out += self._owed_lf(b"\n")
+                raw = raw[1:]
+            dropped = False
             if payload is not None:
                 audit.extend(self._handler.handle(ev, payload))
-                if self._filtering and self._handler.drop(ev, payload):
-                    continue
-            if self._filtering:
-                out += ev.raw
+                dropped = self._handler.drop(ev, payload)
+            if not dropped:
+                out += raw
+            self._after_cr, self._last_dropped = raw.endswith(b"\r"), dropped
         return bytes(out), audit
+
+    def _owed_lf(self, data: bytes) -> bytes:
+        """``data`` without a leading LF that completes a dropped event's CRLF.
+
+        The parser dispatches an event on a CR at the end of a chunk and
+        cannot know yet whether an LF follows; when it does, it arrives as
+        the first byte of what comes next. It belongs with the event before:
+        dropped with a dropped event, released after a released one, so the
+        client's bytes do not depend on where the network cut the stream.
+        """
+        if self._after_cr and data.startswith(b"\n"):
+            self._after_cr = False
+            return data[1:] if self._last_dropped else data
+        return data
 
 
 def as_str(value: Any) -> str:
