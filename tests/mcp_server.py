@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 #: the tools every instance has (tests may add generic ones)
-BASE_TOOLS = ("add", "archive_project", "drop_everything", "list_projects")
+BASE_TOOLS = ("add", "archive_project", "drop_everything", "list_projects", "slow_count")
 PROJECTS = {
     "marta": [{"id": "prj-4471", "name": "lighthouse", "stack": "rust"}],
     "ines": [{"id": "prj-0932", "name": "orchard", "stack": "go"}, {"id": "prj-0933", "name": "quay", "stack": "zig"}],
@@ -71,6 +71,14 @@ def build_app(token: str | None, tools: tuple[str, ...] = (), failing: tuple[str
     def archive_project(project_id: str) -> str:
         """Archive a project (always fails in this test server)."""
         raise RuntimeError(f"project {project_id} is locked")
+
+    @server.tool()
+    async def slow_count(seconds: float) -> str:
+        """Answer after a while (keep-alive tests)."""
+        import anyio
+
+        await anyio.sleep(seconds)
+        return "counted"
 
     @server.tool()
     def drop_everything() -> str:

@@ -31,7 +31,7 @@ from tests.mcp_server import BASE_TOOLS, PROJECTS, running_mcp_server
 TOKEN = "tok-mcp-e2e-5521"
 SSE = (("content-type", "text/event-stream"),)
 JSON = (("content-type", "application/json"),)
-INJECTED = ["bmcp_tools_add", "bmcp_tools_archive_project", "bmcp_tools_list_projects"]
+INJECTED = ["bmcp_tools_add", "bmcp_tools_archive_project", "bmcp_tools_list_projects", "bmcp_tools_slow_count"]
 INES = json.dumps(PROJECTS["ines"])
 FAILED = "Error executing tool archive_project"
 
@@ -452,6 +452,22 @@ def test_bedrock_stream_runs_the_loop_too(make_stack: Any, mcp_url: str) -> None
     assert (item["provider"], item["model"]) == ("bedrock", MAIN)
     assert usages(item) == [("msg_br_1", 64, 11, 0, 0), ("msg_br_2", 64, 5, 0, 0)]
     assert tools_of(item) == [("list_projects", "toolu_br_1", '{"owner":"marta"}', True, mcp_url, None)]
+
+
+def test_stream_gets_keepalive_comments_while_a_tool_runs(make_stack: Any, mcp_url: str) -> None:
+    stack: Stack = make_stack(mcp_server_url=mcp_url, mcp_server_name="tools", stream_keepalive="0.1",
+                              mcp_server_headers=f"Authorization: Bearer {TOKEN}")
+    usage = {"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    stack.script(
+        anthropic_stream("msg_ka_1", [tool_use("toolu_ka", "bmcp_tools_slow_count", {"seconds": 0.5})], "tool_use", usage, 3),
+        anthropic_stream("msg_ka_2", [{"type": "text", "text": "counted"}], "end_turn", usage, 1),
+    )
+    client, _, transport = clients(stack)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=16,
+                                messages=[{"role": "user", "content": "count slowly"}]) as s:
+        assert s.get_final_text() == "counted "
+    assert b"\n: keepalive\n\n" in transport.received
+    assert b"bmcp_" not in transport.received
 
 
 # -- OpenAI Chat -----------------------------------------------------------------------------------

@@ -48,17 +48,18 @@ def map_exceptions(server: ServerSpec) -> Iterator[None]:
     except trio.TooSlowError:
         raise MCPError(f"MCP server {server.name} timed out") from None
     except BaseExceptionGroup as group:  # anyio task groups wrap transport failures
-        first = _first_leaf(group)
+        if not all(isinstance(e, Exception) for e in _leaves(group)):
+            raise  # a cancellation (client gone, shutdown) stays a cancellation
+        first = _leaves(group)[0]
         raise MCPError(f"MCP server {server.name}: {type(first).__name__}: {first}") from None
     except Exception as exc:  # noqa: BLE001 - every SDK/transport failure is one domain error
         raise MCPError(f"MCP server {server.name}: {type(exc).__name__}: {exc}") from None
 
 
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
 
 
 @contextlib.asynccontextmanager

@@ -30,6 +30,7 @@ from aibridge.core import mcp as core
 from aibridge.core.errors import BridgeError
 from aibridge.core.model import AuditEvent, StreamFailed, ToolCall, ToolCallMade
 from aibridge.core.providers.base import StreamTap, Translation
+from aibridge.core.sse import KEEPALIVE_COMMENT
 from aibridge.shell import app as app_mod
 from aibridge.shell.mcp_client import MCPError, call_tool, list_tools
 from aibridge.shell.metrics import REGISTRY
@@ -323,10 +324,22 @@ class _Loop:
             with trio.CancelScope(shield=True):
                 await self.app._record_events(self.ic, [ToolCallMade(call=usage)])
 
-        async with trio.open_nursery() as nursery:
-            for i, call in enumerate(calls):
-                nursery.start_soon(one, i, call)
+        keepalive = float(getattr(self.app.config, "stream_keepalive", 0) or 0)
+        async with trio.open_nursery() as outer:
+            if self.started and keepalive > 0:
+                # The client's stream is between whole events here: a comment
+                # keeps idle-timeout proxies from cutting it while tools run.
+                outer.start_soon(self._keep_alive, keepalive)
+            async with trio.open_nursery() as nursery:
+                for i, call in enumerate(calls):
+                    nursery.start_soon(one, i, call)
+            outer.cancel_scope.cancel()
         return [o for o in outcomes if o is not None]
+
+    async def _keep_alive(self, period: float) -> None:
+        while True:
+            await trio.sleep(period)
+            await self._body(KEEPALIVE_COMMENT)
 
     async def _call(self, call: core.InjectedCall) -> core.ToolOutcome:
         tool = self.rt.by_name[call.name]
