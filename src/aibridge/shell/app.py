@@ -417,7 +417,8 @@ class BridgeApp:
                     nursery.cancel_scope.cancel()
             if relay_error is not None:
                 raise relay_error
-            if gone.is_set() and not ic.complete:
+            if gone.is_set() and not ic.complete and ic.status == "completed":
+                # an upstream error seen before the hang-up stays the reason
                 ic.status = "client_disconnected"
         except BridgeError as exc:
             ic.status = "failed"
@@ -531,9 +532,11 @@ class BridgeApp:
 
         async def relay_chunk(chunk: bytes) -> None:
             out, events = tap.receive_data(chunk)
+            # Record first: a client that hangs up while these bytes go out
+            # cancels the send, and the events (usage, an error) must not be lost.
+            await self._record_events(ic, events)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-            await self._record_events(ic, events)
 
         try:
             if self.config.stream_keepalive > 0:
