@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import httpx
 import orjson
 import pytest
 
@@ -60,6 +61,8 @@ def test_full_cycle_open_half_open_closed_per_model(breaker_stack: Any) -> None:
     assert "circuit breaker is open" in body["error"]["message"]
     assert len(stack.fake.requests) == upstream_calls
     assert metric("aibridge_circuit_breaker_rejects_total", **labels) == rejects_before + 1
+    exposed = httpx.get(stack.url + "/metrics").text
+    assert f'aibridge_circuit_breaker_state{{model="{model}",provider="anthropic",route="messages"}} 1.0' in exposed
 
     # Another model on the same route is not affected.
     assert post(stack, MESSAGES, anthropic_body(other)).status_code == 200
