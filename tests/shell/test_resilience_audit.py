@@ -2,7 +2,9 @@
 
 The store is made unwritable the way it happens in production: another
 connection holds the write lock past the busy timeout (a backup tool, a
-second process); and the disk fills up (SQLite's page limit).
+second process); the disk fills up (SQLite's page limit on the writer's
+connection); the database turns read-only (``query_only`` on the writer's
+connection: ``chmod`` cannot do it, SQLite keeps its open file descriptors).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.e2e.wire import post
 from tests.harness import Stack
@@ -95,23 +98,36 @@ def test_open_policy_proxies_and_counts_lost_records(make_stack: Any) -> None:
     assert [i["model"] for i in stack.interceptions()] == ["claude-audited"]
 
 
-def test_a_full_disk_refuses_until_space_returns(make_stack: Any) -> None:
+@pytest.mark.parametrize(
+    ("break_it", "mend_it", "error"),
+    [
+        # the writer's own connection may not grow the file any more: SQLITE_FULL
+        pytest.param("PRAGMA max_page_count = {pages}", "PRAGMA max_page_count = 1073741823", "full",
+                     id="disk-full"),
+        # the database turns read-only under the writer: SQLITE_READONLY
+        pytest.param("PRAGMA query_only = ON", "PRAGMA query_only = OFF", "readonly", id="read-only"),
+    ],
+)
+def test_a_store_that_fails_mid_run_refuses_until_it_recovers(
+    make_stack: Any, break_it: str, mend_it: str, error: str
+) -> None:
     stack = make_stack()
     store = stack.app.writer.store
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
-    # the writer's own connection may not grow the file any more: SQLITE_FULL
-    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    store.db.execute(break_it.format(pages=pages))
     try:
         big = "x" * 200_000
-        first = post(stack, MESSAGES, anthropic_body("claude-disk-full", big))
+        first = post(stack, MESSAGES, anthropic_body("claude-store-failing", big))
         assert first.status_code == 200
-        wait_for(lambda: not stack.app.writer.healthy, what="the writer to hit the full disk")
-        assert "full" in (stack.app.writer.last_error or "")
+        wait_for(lambda: not stack.app.writer.healthy, what="the writer to hit the failure")
+        assert error in (stack.app.writer.last_error or "")
         refused = post(stack, MESSAGES, anthropic_body("claude-refused"))
         assert refused.status_code == 503
+        assert readyz(stack).status_code == 503
     finally:
-        store.db.execute("PRAGMA max_page_count = 1073741823")
+        store.db.execute(mend_it)
     wait_for(lambda: stack.app.writer.healthy, what="the retried batch to commit")
+    assert readyz(stack).status_code == 200
     models = [i["model"] for i in stack.interceptions()]
-    assert models == ["claude-disk-full"]
+    assert models == ["claude-store-failing"]
     assert stack.app.writer.lost == 0
