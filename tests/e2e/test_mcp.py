@@ -470,6 +470,29 @@ def test_stream_gets_keepalive_comments_while_a_tool_runs(make_stack: Any, mcp_u
     assert b"bmcp_" not in transport.received
 
 
+def test_client_disconnect_while_a_tool_runs_cancels_it_and_records_why(make_stack: Any, mcp_url: str) -> None:
+    stack: Stack = make_stack(mcp_server_url=mcp_url, mcp_server_name="tools", stream_keepalive="0.05",
+                              mcp_server_headers=f"Authorization: Bearer {TOKEN}")
+    usage = {"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    stack.script(anthropic_stream("msg_gone_1", [tool_use("toolu_gone", "bmcp_tools_slow_count", {"seconds": 30})],
+                                  "tool_use", usage, 3))
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 16, "stream": True,
+            "messages": [{"role": "user", "content": "count forever"}]}
+    with httpx.stream("POST", stack.url + "/anthropic/v1/messages", json=body,
+                      headers={"x-api-key": stack.key}) as reply:
+        seen = b""
+        for chunk in reply.iter_raw():
+            seen += chunk
+            if b": keepalive" in seen:  # the tool is running: hang up now
+                break
+    item = stack.only_interception()
+    assert item["status"] == "client_disconnected"
+    assert usages(item) == [("msg_gone_1", 8, 3, 0, 0)]
+    assert tools_of(item) == [("slow_count", "toolu_gone", '{"seconds":30}', True, mcp_url,
+                               "cancelled: the request ended before the tool answered")]
+    assert len(stack.fake.requests) == 1
+
+
 # -- OpenAI Chat -----------------------------------------------------------------------------------
 
 

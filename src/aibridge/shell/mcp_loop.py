@@ -318,11 +318,18 @@ class _Loop:
         outcomes: list[core.ToolOutcome | None] = [None] * len(calls)
 
         async def one(i: int, call: core.InjectedCall) -> None:
-            outcome = await self._call(call)
-            outcomes[i] = outcome
-            usage = self._usage_of(call.call_id, call.name, call.arguments, outcome.text if outcome.is_error else None)
-            with trio.CancelScope(shield=True):
-                await self.app._record_events(self.ic, [ToolCallMade(call=usage)])
+            outcome: core.ToolOutcome | None = None
+            try:
+                outcome = await self._call(call)
+                outcomes[i] = outcome
+            finally:
+                if outcome is None:
+                    error = "cancelled: the request ended before the tool answered"
+                else:
+                    error = outcome.text if outcome.is_error else None
+                usage = self._usage_of(call.call_id, call.name, call.arguments, error)
+                with trio.CancelScope(shield=True):
+                    await self.app._record_events(self.ic, [ToolCallMade(call=usage)])
 
         keepalive = float(getattr(self.app.config, "stream_keepalive", 0) or 0)
         async with trio.open_nursery() as outer:
