@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from aibridge.core.model import ResponseIdentified, StreamFailed
 from aibridge.core.providers import anthropic, openai_chat
+from aibridge.core.providers.base import StreamTap
 from tests import strategies as S
 from tests.core.tapping import run_tap, sse
 
@@ -37,3 +38,14 @@ def test_any_bytes_reach_the_client_whatever_the_parser_thinks(
     assert out == body
     out, _ = run_tap(anthropic.StreamHandler(), chunks, max_event_size=limit)
     assert out == body
+
+
+def test_no_event_boundary_between_a_cr_and_the_lf_that_may_follow() -> None:
+    # A keep-alive comment must not land inside a CRLF split by the network.
+    for filtering in (False, True):
+        tap = StreamTap(openai_chat.StreamHandler(), filtering=filtering, is_terminator=openai_chat.is_done)
+        assert tap.at_event_boundary
+        tap.receive_data(FIRST.replace(b"\n", b"\r\n")[:-1])
+        assert not tap.at_event_boundary
+        tap.receive_data(b"\n")
+        assert tap.at_event_boundary

@@ -189,40 +189,84 @@ class StreamTap:
         self._held = bytearray()
         #: the parser gave up; the rest of the stream is relayed unaudited
         self._given_up = False
-        #: filtering: the last event handled ended in a CR at a chunk's end, so
-        #: an LF starting the next bytes completes its CRLF; and was it dropped
+        #: filtering: the last event ended on a CR that was the last byte
+        #: received, so an LF starting the next chunk completes its CRLF
+        #: (see _settle_lf); and whether that event was dropped
         self._after_cr = False
         self._last_dropped = False
+        #: the LF completing a CRLF went (or was dropped) with its event; the
+        #: parser still counts it as the first byte of what follows
+        self._lf_settled = False
 
     @property
     def at_event_boundary(self) -> bool:
         """The client has been sent whole events only (a keep-alive comment may go in now)."""
-        return not self._given_up and (self._filtering or self._parser.at_boundary)
+        if self._given_up:
+            return False
+        if self._filtering:
+            return not self._after_cr  # else an LF completing a CRLF may still come
+        return self._parser.at_boundary
 
     def receive_data(self, data: bytes) -> tuple[bytes, list[AuditEvent]]:
         if self._given_up:
             return data, []
-        if self._filtering:
-            self._held += data
+        if not self._filtering:
+            try:
+                events = self._parser.receive_data(data)
+            except SSEError as exc:
+                return data, self._give_up(exc)
+            return data, self._consume(events)[1]
+        lead = self._settle_lf(data)
+        self._held += data
         try:
             events = self._parser.receive_data(data)
         except SSEError as exc:
-            self._given_up = True
-            out = self._owed_lf(bytes(self._held)) if self._filtering else data
+            out = lead + self._unsettled(bytes(self._held))
             self._held = bytearray()
-            return out, [StreamFailed(message=f"stream not audited past this point: {exc}")]
+            return out, self._give_up(exc)
         out, audit = self._consume(events)
-        return (out if self._filtering else data), audit
+        if events:
+            self._after_cr = not self._held and events[-1].raw.endswith(b"\r")
+        return lead + out, audit
 
     def close(self) -> tuple[bytes, list[AuditEvent]]:
         if self._given_up:
             return b"", self._handler.finish()
         out, audit = self._consume(self._parser.close())
         if self._filtering:
-            out += self._owed_lf(self._parser.take_pending())
+            out += self._unsettled(self._parser.take_pending())
             self._held = bytearray()
         audit.extend(self._handler.finish())
         return (out if self._filtering else b""), audit
+
+    def _give_up(self, exc: SSEError) -> list[AuditEvent]:
+        self._given_up = True
+        return [StreamFailed(message=f"stream not audited past this point: {exc}")]
+
+    def _settle_lf(self, data: bytes) -> bytes:
+        """The LF that completes the last event's CRLF, if ``data`` starts with it.
+
+        The parser dispatches an event on a CR at the end of a chunk without
+        knowing whether an LF follows; when one does, it arrives first in the
+        next chunk. It belongs with that event: released now after a
+        released event, dropped after a dropped one, so the client's bytes
+        never depend on where the network cut the stream.
+        """
+        if not data:
+            return b""
+        owed = self._after_cr and data[:1] == b"\n"
+        self._after_cr = False
+        if not owed:
+            return b""
+        self._lf_settled = True
+        return b"" if self._last_dropped else b"\n"
+
+    def _unsettled(self, raw: bytes) -> bytes:
+        """``raw`` (bytes that follow the last event) without an LF already settled."""
+        if self._lf_settled and raw.startswith(b"\n"):
+            self._lf_settled = False
+            return raw[1:]
+        return raw
 
     def _consume(self, events: list[SSEEvent]) -> tuple[bytes, list[AuditEvent]]:
         out = bytearray()
@@ -237,37 +281,18 @@ class StreamTap:
                     self.malformed += 1
                     audit.append(StreamFailed(message=f"malformed event data: {data[:200]}"))
                     payload = None
-            if not self._filtering:
-                if payload is not None:
-                    audit.extend(self._handler.handle(ev, payload))
-                continue
-            del self._held[: len(ev.raw)]
-            raw = ev.raw
-            if self._after_cr and raw.startswith(b"\n"):
-                out += self._owed_lf(b"\n")
-                raw = raw[1:]
-            dropped = False
             if payload is not None:
                 audit.extend(self._handler.handle(ev, payload))
-                dropped = self._handler.drop(ev, payload)
-            if not dropped:
-                out += raw
-            self._after_cr, self._last_dropped = raw.endswith(b"\r"), dropped
+            if not self._filtering:
+                continue
+            del self._held[: len(ev.raw)]
+            dropped = payload is not None and self._handler.drop(ev, payload)
+            if dropped:
+                self._lf_settled = False  # a settled LF leading its raw goes with it
+            else:
+                out += self._unsettled(ev.raw)
+            self._last_dropped = dropped
         return bytes(out), audit
-
-    def _owed_lf(self, data: bytes) -> bytes:
-        """``data`` without a leading LF that completes a dropped event's CRLF.
-
-        The parser dispatches an event on a CR at the end of a chunk and
-        cannot know yet whether an LF follows; when it does, it arrives as
-        the first byte of what comes next. It belongs with the event before:
-        dropped with a dropped event, released after a released one, so the
-        client's bytes do not depend on where the network cut the stream.
-        """
-        if self._after_cr and data.startswith(b"\n"):
-            self._after_cr = False
-            return data[1:] if self._last_dropped else data
-        return data
 
 
 def as_str(value: Any) -> str:
