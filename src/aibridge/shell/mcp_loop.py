@@ -323,6 +323,7 @@ class _Loop:
                 outcome = await self._call(call)
                 outcomes[i] = outcome
             finally:
+                error: str | None
                 if outcome is None:
                     error = "cancelled: the request ended before the tool answered"
                 else:
