@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aibridge.core import jsonutil
@@ -178,6 +178,7 @@ def test_done_is_not_json_and_malformed_data_is_reported() -> None:
     assert [e for e in events if isinstance(e, StreamFailed)] == [StreamFailed(message='malformed event data: {"id":')]
 
 
+@settings(max_examples=300)
 @given(st.data())
 def test_any_chunking_gives_the_same_events_and_bytes(data: st.DataObject) -> None:
     body = b"".join([
