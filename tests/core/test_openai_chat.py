@@ -94,6 +94,13 @@ def test_usage_chunk_the_bridge_asked_for_is_dropped_and_nothing_else() -> None:
     assert events[-1] == RECORDED_USAGE
 
 
+def test_usage_only_chunk_without_a_choices_key_is_dropped_too() -> None:
+    usage_only = sse({"id": CHAT_ID, "object": "chat.completion.chunk", "usage": USAGE})
+    out, events = tap(*TEXT_STREAM, usage_only, DONE, filtering=True)
+    assert out == b"".join([*TEXT_STREAM, DONE])
+    assert events[-1] == RECORDED_USAGE
+
+
 def test_comments_and_blank_lines_around_the_dropped_chunk_are_kept_with_their_neighbours() -> None:
     body = b"".join(TEXT_STREAM) + b": processing\n\n" + USAGE_ONLY + DONE + b": trailing comment\n"
     out, _ = tap(body, filtering=True)

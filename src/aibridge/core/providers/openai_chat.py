@@ -75,10 +75,14 @@ class StreamHandler:
         self._reasoning: list[str] = []
 
     def drop(self, event: SSEEvent, payload: Any) -> bool:
-        """The usage-only chunk the bridge asked for (no choices, has usage)."""
+        """The usage-only chunk the bridge asked for (no choices, has usage).
+
+        OpenAI sends ``"choices": []``; some compatible servers leave the key
+        out, which means the same.
+        """
         return (
             isinstance(payload, dict)
-            and payload.get("choices") == []
+            and payload.get("choices", []) == []
             and isinstance(payload.get("usage"), dict)
         )
 
