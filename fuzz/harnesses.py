@@ -27,7 +27,7 @@ from typing import Any
 from aibridge.core import jsonutil
 from aibridge.core.errors import ClientError, ProtocolError
 from aibridge.core.eventstream import EventStreamDecoder, EventStreamError
-from aibridge.core.providers import anthropic, openai_chat, openai_responses
+from aibridge.core.providers import anthropic, bedrock, openai_chat, openai_responses
 from aibridge.core.providers.base import StreamTap
 from aibridge.core.sse import SSEError, SSEParser
 from aibridge.core.usage import anthropic_usage, merge_snapshot, openai_chat_usage, responses_usage
@@ -88,6 +88,16 @@ def fuzz_eventstream(data: bytes) -> None:
         assert pieces == whole
 
 
+def fuzz_bedrock_stream(data: bytes) -> None:
+    """Bedrock event stream to Anthropic SSE: never raises; the output is parseable SSE."""
+    _, chunks = split(data)
+    translator = bedrock.StreamTranslator()
+    out = b"".join(translator.receive_data(chunk) for chunk in chunks) + translator.close()
+    parser = SSEParser()
+    parser.receive_data(out)
+    parser.close()
+
+
 def fuzz_request(data: bytes) -> None:
     """Request parsing and every provider's translation: a Translation or ClientError."""
     try:
@@ -103,6 +113,11 @@ def fuzz_request(data: bytes) -> None:
         assert isinstance(translation.model, str) and translation.model
         if not translation.rewritten:
             assert translation.body == data  # minimal rewrites: the client's bytes, untouched
+    try:
+        bedrock.translate_request(data, parsed, beta_headers=["fine-grained-tool-streaming-2025-05-14"],
+                                  model="bedrock-model", small_fast_model="bedrock-haiku")
+    except ClientError:
+        pass
 
 
 def _tap(api: str, filtering: bool) -> StreamTap:
@@ -163,6 +178,7 @@ def fuzz_usage(data: bytes) -> None:
 HARNESSES: dict[str, Callable[[bytes], None]] = {
     "sse": fuzz_sse,
     "eventstream": fuzz_eventstream,
+    "bedrock_stream": fuzz_bedrock_stream,
     "request": fuzz_request,
     "stream": fuzz_stream,
     "blocking": fuzz_blocking,

@@ -58,6 +58,7 @@ def seeds() -> dict[str, list[bytes]]:
         "sse": [b"\x00" + anth, b"\x01" + chat, b"\x05" + resp.replace(b"\n", b"\r\n"), b"\x03data: x\r\rdata: y\r",
                 b"\x02:comment\n\nevent: a\nid: 1\nretry: 10\ndata: z\n\n", b"\x04\xef\xbb\xbfdata: bom\n\n"],
         "eventstream": [b"\x00" + bedrock, b"\x03" + bedrock + bedrock[:20], b"\x07" + bedrock[:-1] + b"\x00"],
+        "bedrock_stream": [b"\x00" + bedrock, b"\x05" + bedrock + bedrock, b"\x02" + bedrock[:-3]],
         "request": [orjson.dumps(r) for r in requests] + [b'{"model": "m", "messages": [', b"[]", b'{"model": 1}'],
         "stream": [b"\x00" + anth, b"\x02" + chat, b"\x09" + resp, b"\x01data: {\"choices\": 1}\n\ndata: [DONE]\n\n",
                    b"\x00event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\"}}\n\n"],

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from fuzz.harnesses import (
+    fuzz_bedrock_stream,
     fuzz_blocking,
     fuzz_eventstream,
     fuzz_request,
@@ -69,6 +70,7 @@ def test_fuzz_sse(data: bytes) -> None:
     lambda ms: b"".join(encode_message(m) for m in ms))) | st.binary(max_size=300))
 def test_fuzz_eventstream(data: bytes) -> None:
     fuzz_eventstream(data)
+    fuzz_bedrock_stream(data)
 
 
 @FUZZ
