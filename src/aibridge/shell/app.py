@@ -653,36 +653,6 @@ async def _relay_with_keepalive(
         raise failure
 
 
-class TimedResponse:
-    """An :class:`UpstreamResponse` that adds the time spent awaiting its bytes to ``ic.upstream_seconds``."""
-
-    def __init__(self, inner: UpstreamResponse, ic: Interception) -> None:
-        self._inner = inner
-        self._ic = ic
-        self.status_code = inner.status_code
-        self.headers = inner.headers
-        self.decoded = inner.decoded
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        chunks = self._inner.aiter_bytes().__aiter__()
-        while True:
-            waiting = time.perf_counter()
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                return
-            finally:
-                self._ic.upstream_seconds += time.perf_counter() - waiting
-            yield chunk
-
-    async def aread(self) -> bytes:
-        waiting = time.perf_counter()
-        try:
-            return await self._inner.aread()
-        finally:
-            self._ic.upstream_seconds += time.perf_counter() - waiting
-
-
 def _error_text(body: bytes) -> str:
     try:
         payload = jsonutil.loads(body)
