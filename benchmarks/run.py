@@ -44,6 +44,9 @@ from typing import Any
 import attrs
 import orjson
 
+if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from benchmarks.procs import Server, free_port, peak_rss_mb, rss_mb
 from benchmarks.writer_bench import run_writer_benchmark
 
