@@ -245,3 +245,34 @@ def test_blocking_tool_calls_through_the_sdk(stack: Stack) -> None:
     assert tool_calls(item) == [("ripgrep", "call_rg", {"q": "fixme"}), ("now", "call_now", {})]
     assert usage_rows(item) == [{"provider_response_id": "chatcmpl-own-blocking-tools", "input": 88,
                                  "cache_read": 0, "cache_write": 0, "output": 19, "reasoning": 0}]
+
+
+def test_one_byte_writes_crlf_and_multibyte_text_survive_the_usage_chunk_filter(stack: Stack) -> None:
+    # The bridge holds bytes back per event only to drop its own usage chunk;
+    # everything else must still reach the client byte for byte.
+    cid = "chatcmpl-own-bytes"
+
+    def crlf(frame: bytes) -> bytes:
+        return frame.replace(b"\n", b"\r\n")
+
+    kept = (
+        crlf(chunk(cid, [{"index": 0, "delta": {"role": "assistant", "content": "Ünïcödé ✓ 🚀"},
+                          "finish_reason": None}]))
+        + crlf(chunk(cid, [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_bytes", "type": "function",
+             "function": {"name": "note", "arguments": '{"text":"日本語 ✓"}'}}]}, "finish_reason": None}]))
+        + b": ping\r\n\r\n"
+        + crlf(chunk(cid, [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
+    )
+    usage = crlf(chunk(cid, [], usage={"prompt_tokens": 17, "completion_tokens": 11, "total_tokens": 28}))
+    done = b"data: [DONE]\r\n\r\n"
+    stack.script(stream_reply(kept + usage + done, write_size=1))
+    reply = post(stack, CHAT, {"model": MODEL, "stream": True,
+                               "messages": [{"role": "user", "content": "note this: 日本語"}]})
+    assert reply.content == kept + done
+    item = stack.only_interception()
+    assert tool_calls(item) == [("note", "call_bytes", {"text": "日本語 ✓"})]
+    assert prompts(item) == ["note this: 日本語"]
+    [row] = usage_rows(item)
+    assert (row["input"], row["output"]) == (17, 11)
+    assert "\ufffd" not in orjson.dumps(item).decode()
