@@ -60,3 +60,21 @@ def test_response_headers_pass_through_with_the_interception_id(stack: Stack) ->
     interception_id = reply.headers["x-aibridge-interception-id"]
     assert re.fullmatch(r"[0-9a-f-]{36}", interception_id)
     assert stack.only_interception()["id"] == interception_id
+
+
+def test_upstream_cookies_reach_the_client_and_never_another_users_request(stack: Stack) -> None:
+    """Set-Cookie is the client's business: relayed to it, never kept by the bridge's pool."""
+    body = orjson.dumps({"id": "msg_ck", "type": "message", "role": "assistant", "content": [],
+                         "usage": {"input_tokens": 1, "output_tokens": 1}})
+    stack.script(Reply(headers=(("content-type", "application/json"),
+                                ("set-cookie", "__cf_bm=alice-only; Path=/; HttpOnly")), body=body))
+    alice = httpx.post(stack.url + "/anthropic/v1/messages", content=REQUEST,
+                       headers={"x-api-key": stack.key, "content-type": "application/json"})
+    assert alice.status_code == 200
+    assert alice.headers["set-cookie"] == "__cf_bm=alice-only; Path=/; HttpOnly"
+
+    bob = httpx.post(stack.url + "/anthropic/v1/messages", content=REQUEST,
+                     headers={"x-api-key": stack.create_key("bob"), "content-type": "application/json"})
+    assert bob.status_code == 200
+    assert "cookie" not in stack.fake.last.headers
+    assert len(stack.fake.requests) == 2

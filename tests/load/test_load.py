@@ -104,6 +104,7 @@ def quiet_fake_upstream() -> Iterator[None]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.usefixtures("quiet_fake_upstream")
 async def test_ten_thousand_requests_with_faults(tmp_path: Path) -> None:
     stack = Stack(tmp_path)
