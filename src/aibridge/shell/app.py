@@ -26,7 +26,6 @@ from aibridge import config as config_mod
 from aibridge.core import jsonutil
 from aibridge.core.auth import hash_key, presented_credential
 from aibridge.core.clients import detect_client, detect_session_id
-from aibridge.core.threads import answered_tool_call_id
 from aibridge.core.errors import (
     AuthenticationFailed,
     BridgeError,
@@ -36,6 +35,7 @@ from aibridge.core.errors import (
     error_response_body,
 )
 from aibridge.core.headers import client_response_headers
+from aibridge.core.jsonutil import parse_request_object
 from aibridge.core.model import (
     AuditEvent,
     InterceptionEnded,
@@ -50,7 +50,7 @@ from aibridge.core.providers import anthropic, openai_chat, openai_responses
 from aibridge.core.providers.base import StreamTap, Translation
 from aibridge.core.routes import Route, match_route, split_provider
 from aibridge.core.sse import KEEPALIVE_COMMENT
-from aibridge.core.jsonutil import parse_request_object
+from aibridge.core.threads import answered_tool_call_id
 from aibridge.shell import store as store_mod
 from aibridge.shell.upstream import DirectTarget, Target, UpstreamResponse
 from aibridge.shell.writer import AuditWriter
