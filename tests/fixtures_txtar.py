@@ -17,6 +17,8 @@ from pathlib import Path
 
 import attrs
 
+from aibridge.fake.upstream import Reply
+
 _MARKER = re.compile(rb"^-- (.+?) --[ \t]*\r?$", re.MULTILINE)
 
 
@@ -88,3 +90,15 @@ def parse_http_response(section: bytes) -> HTTPResponse:
     if length is not None:
         return attrs.evolve(response, body=body[: int(length)])
     return attrs.evolve(response, body=body[:-1] if body.endswith(b"\n") else body)
+
+
+def upstream_reply(section: bytes, stream: bool, *, write_size: int) -> Reply:
+    """What the fake upstream plays for one recorded section: a raw HTTP response as
+    recorded, or the body as an event stream (written ``write_size`` bytes at a time so
+    that events straddle the upstream's writes) or a JSON reply."""
+    if is_http_response(section):
+        raw = parse_http_response(section)
+        headers = tuple((k, v) for k, v in raw.headers if k.lower() != "content-length")
+        return Reply(status=raw.status, headers=headers, body=raw.body)
+    content_type = "text/event-stream" if stream else "application/json"
+    return Reply(headers=(("content-type", content_type),), body=section, write_size=write_size if stream else 0)

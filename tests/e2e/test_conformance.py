@@ -27,7 +27,7 @@ import pytest
 
 from aibridge.fake.upstream import Reply
 from tests.conftest import SHARED
-from tests.fixtures_txtar import is_http_response, parse_http_response, read_txtar
+from tests.fixtures_txtar import read_txtar, upstream_reply
 from tests.harness import Stack
 
 FIXTURES = SHARED / "fixtures"
@@ -236,16 +236,6 @@ def _without_usage_only_chunks(body: bytes) -> bytes:
 ROUTES = {"messages": "/anthropic/v1/messages", "chat": "/openai/v1/chat/completions"}
 
 
-def _reply(section: bytes, stream: bool) -> Reply:
-    if is_http_response(section):
-        raw = parse_http_response(section)
-        headers = tuple((k, v) for k, v in raw.headers if k.lower() != "content-length")
-        return Reply(status=raw.status, headers=headers, body=raw.body)
-    content_type = "text/event-stream" if stream else "application/json"
-    # Written in small pieces so that events straddle the upstream's writes.
-    return Reply(headers=(("content-type", content_type),), body=section, write_size=97 if stream else 0)
-
-
 def _post(bridge: Stack, route: str, body: bytes) -> tuple[int, bytes, str]:
     headers = {"authorization": f"Bearer {bridge.key}", "content-type": "application/json",
                "anthropic-version": "2023-06-01"}
@@ -262,7 +252,7 @@ def test_replay(bridge: Stack, variant: Variant) -> None:
     if variant.include_usage:
         request["stream_options"] = {"include_usage": True}
     section = sections["streaming" if variant.stream else "non-streaming"]
-    reply = _reply(section, variant.stream)
+    reply = upstream_reply(section, variant.stream, write_size=97)
     bridge.fake.clear()
     bridge.script(reply)
 

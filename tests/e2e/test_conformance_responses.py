@@ -26,9 +26,8 @@ import attrs
 import httpx
 import pytest
 
-from aibridge.fake.upstream import Reply
 from tests.conftest import SHARED
-from tests.fixtures_txtar import is_http_response, parse_http_response, read_txtar
+from tests.fixtures_txtar import read_txtar, upstream_reply
 from tests.harness import Stack
 
 FIXTURES = SHARED / "fixtures" / "openai" / "responses"
@@ -153,16 +152,6 @@ def _blocking(body: bytes) -> Expected:
 # -- the replay ---------------------------------------------------------------------------
 
 
-def _reply(section: bytes, stream: bool) -> Reply:
-    if is_http_response(section):
-        raw = parse_http_response(section)
-        headers = tuple((k, v) for k, v in raw.headers if k.lower() != "content-length")
-        return Reply(status=raw.status, headers=headers, body=raw.body)
-    content_type = "text/event-stream" if stream else "application/json"
-    # Written in small pieces so that events straddle the upstream's writes.
-    return Reply(headers=(("content-type", content_type),), body=section, write_size=89 if stream else 0)
-
-
 @pytest.mark.parametrize("path", ARCHIVES, ids=[f"{p.parent.name}/{p.stem}" for p in ARCHIVES])
 def test_replay(bridge: Stack, path: Path) -> None:
     stream = path.parent.name == "streaming"
@@ -170,7 +159,7 @@ def test_replay(bridge: Stack, path: Path) -> None:
     request = json.loads(sections["request"])
     request["stream"] = stream
     body = json.dumps(request).encode()
-    reply = _reply(sections["streaming" if stream else "non-streaming"], stream)
+    reply = upstream_reply(sections["streaming" if stream else "non-streaming"], stream, write_size=89)
     bridge.fake.clear()
     bridge.script(reply)
 

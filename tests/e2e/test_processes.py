@@ -13,13 +13,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import orjson
-import pytest
 
 from aibridge.shell import store as store_mod
 from tests.harness import Stack
@@ -66,19 +64,6 @@ def clean_env() -> dict[str, str]:
 def spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "aibridge", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=clean_env())
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_sigterm_drains_in_flight_streams_records_them_and_exits_0(

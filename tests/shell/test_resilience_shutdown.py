@@ -13,12 +13,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from aibridge.shell import store as store_mod
 from tests.e2e.test_processes import Lines, spawn
@@ -28,26 +26,13 @@ FAST, SLOW = 24, 16
 GRACE = 3.0
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 def test_sigterm_with_dozens_of_streams_finishes_short_ones_cancels_long_ones_and_records_all(
-    tmp_path: Path, procs: list[subprocess.Popen[str]]
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
     keys = Stack(tmp_path)
     fast = spawn("fake-upstream", "--listen", "127.0.0.1:0", "--chunks", "16", "--chunk-delay", "0.1")
     slow = spawn("fake-upstream", "--listen", "127.0.0.1:0", "--chunks", "400", "--chunk-delay", "0.1")
-    procs += [fast, slow]
+    processes += [fast, slow]
     assert fast.stdout is not None and slow.stdout is not None
     fast_url = Lines(fast.stdout).until(r"listening on (http://\S+)").group(1)
     slow_url = Lines(slow.stdout).until(r"listening on (http://\S+)").group(1)
@@ -56,7 +41,7 @@ def test_sigterm_with_dozens_of_streams_finishes_short_ones_cancels_long_ones_an
                    "--openai-base-url", fast_url + "/v1/", "--anthropic-base-url", slow_url + "/",
                    "--openai-key", "sk-central-shutdown", "--anthropic-key", "sk-ant-central-shutdown",
                    "--shutdown-grace", str(GRACE), "--stream-keepalive", "0")
-    procs.append(bridge)
+    processes.append(bridge)
     assert bridge.stderr is not None
     log = Lines(bridge.stderr)
     url = log.until(r"aibridge listening on (http://\S+)").group(1)
