@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -134,6 +135,41 @@ async def test_purge_runs_in_bounded_batches_until_done(tmp_path: Path) -> None:
     assert await run_with_writer(path, body, purge_batch=50) == 230
     assert ids(path) == {"keep", "during"}
     assert orphans(path) == dict.fromkeys(CHILD_TABLES, 0)
+
+
+async def test_records_queued_during_a_large_purge_are_written_between_its_batches(tmp_path: Path) -> None:
+    """Writes keep flowing: requests recorded while a purge runs are committed before it ends."""
+    path = tmp_path / "r.db"
+    seed(path, [full(f"old-{n:04d}", NOW - 40 * DAY + n) for n in range(600)])
+    old_left_when_written: list[int] = []
+
+    def written(records: Any, seconds: float) -> None:
+        db = store_mod.open_reader(path)
+        try:
+            old_left_when_written.append(
+                db.execute("SELECT count(*) FROM interceptions WHERE id LIKE 'old-%'").fetchone()[0])
+        finally:
+            db.conn.close()
+
+    async def body(writer: AuditWriter) -> int:
+        purged: list[int] = []
+
+        async def purge() -> None:
+            purged.append(await writer.purge(NOW - 30 * DAY))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(purge)
+            await trio.testing.wait_all_tasks_blocked()  # the writer is deleting the first batch
+            for n in range(3):
+                await writer.record(*records_for(full(f"during-{n}", NOW)))
+        await writer.flush()
+        return purged[0]
+
+    assert await run_with_writer(path, body, purge_batch=50, on_batch=written) == 600
+    assert ids(path) == {"during-0", "during-1", "during-2"}
+    assert orphans(path) == dict.fromkeys(CHILD_TABLES, 0)
+    # the three requests' records went in after the first batch, with most of the purge still to do
+    assert old_left_when_written[0] == 550
 
 
 async def test_prompt_retention_blanks_prompts_but_keeps_usage(tmp_path: Path) -> None:
