@@ -25,6 +25,7 @@ import attrs
 import trio
 from prometheus_client import Counter, Gauge
 
+from aibridge.config import ConfigError
 from aibridge.core import jsonutil
 from aibridge.core import mcp as core
 from aibridge.core.errors import BridgeError
@@ -32,7 +33,6 @@ from aibridge.core.model import AuditEvent, StreamFailed, ToolCall, ToolCallMade
 from aibridge.core.providers.base import StreamTap, Translation
 from aibridge.core.sse import KEEPALIVE_COMMENT
 from aibridge.shell import app as app_mod
-from aibridge.shell.mcp_client import MCPError, call_tool, list_tools
 from aibridge.shell.metrics import REGISTRY
 from aibridge.shell.upstream import PreparedRequest, Target, UpstreamResponse
 
@@ -80,12 +80,13 @@ class MCPRuntime:
     @classmethod
     async def connect(cls, specs: Sequence[core.ServerSpec], *, max_iterations: int, call_timeout: float) -> MCPRuntime:
         states = [ServerState(spec=s) for s in specs]
+        client = mcp_client()
 
         async def one(state: ServerState) -> None:
             try:
-                state.tools = tuple(await list_tools(state.spec, seconds=LIST_TIMEOUT))
+                state.tools = tuple(await client.list_tools(state.spec, seconds=LIST_TIMEOUT))
                 state.state = "connected"
-            except MCPError as exc:
+            except client.MCPError as exc:
                 state.state, state.error = "failed", str(exc)
                 log.warning("MCP server %s (%s) skipped: %s", state.spec.name, state.spec.url, exc)
 
@@ -360,14 +361,28 @@ class _Loop:
             TOOL_INVOCATIONS.labels(tool.server, "error").inc()
             return core.ToolOutcome(call_id=call.call_id, text=f"invalid tool arguments (not a JSON object): {call.arguments[:200]}",
                                     is_error=True)
+        client = mcp_client()
         try:
-            result = await call_tool(spec, tool.tool, arguments, seconds=self.rt.call_timeout)
-        except MCPError as exc:
+            result = await client.call_tool(spec, tool.tool, arguments, seconds=self.rt.call_timeout)
+        except client.MCPError as exc:
             log.warning("MCP tool %s on %s failed: %s", tool.tool, tool.server, exc)
             TOOL_INVOCATIONS.labels(tool.server, "error").inc()
             return core.ToolOutcome(call_id=call.call_id, text=str(exc), is_error=True)
         TOOL_INVOCATIONS.labels(tool.server, "error" if result.is_error else "ok").inc()
         return core.ToolOutcome(call_id=call.call_id, text=result.text, is_error=result.is_error)
+
+
+def mcp_client() -> Any:
+    """The MCP client module, imported only when MCP servers are configured: the
+    official ``mcp`` SDK is an optional extra (``pip install 'aibridge[mcp]'``)."""
+    try:
+        from aibridge.shell import mcp_client as module
+    except ImportError as exc:
+        raise ConfigError(
+            f"MCP servers are configured but the MCP client is not installed ({exc}); "
+            "install it with: pip install 'aibridge[mcp]'"
+        ) from None
+    return module
 
 
 def configured_servers(config: Any) -> tuple[core.ServerSpec, ...]:
@@ -392,6 +407,7 @@ async def install_mcp(app: Any, config: Any) -> None:
     specs = configured_servers(config)
     if not specs:
         return
+    mcp_client()  # a missing SDK is a configuration error, said at startup
     app.mcp = await MCPRuntime.connect(
         specs, max_iterations=config.mcp_max_iterations, call_timeout=float(config.upstream_timeout)
     )
