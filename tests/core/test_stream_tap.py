@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aibridge.core.model import ResponseIdentified, StreamFailed
-from aibridge.core.providers import anthropic, openai_chat
-from aibridge.core.providers.base import StreamTap
+from aibridge.core.model import ResponseIdentified, StreamFailed, UsageReported
+from aibridge.core.providers import anthropic, openai_chat, openai_responses
+from aibridge.core.providers.base import StreamTap, stream_tap
 from tests import strategies as S
 from tests.core.tapping import run_tap, sse
 
@@ -49,3 +49,52 @@ def test_no_event_boundary_between_a_cr_and_the_lf_that_may_follow() -> None:
         assert not tap.at_event_boundary
         tap.receive_data(b"\n")
         assert tap.at_event_boundary
+
+
+def _messages_stream() -> list[bytes]:
+    """The events of an Anthropic stream."""
+    events = [
+        sse({"type": "message_start", "message": {"id": "msg_cut", "model": "claude-x", "content": [],
+                                                  "usage": {"input_tokens": 9, "output_tokens": 1}}},
+            "message_start"),
+        sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            "content_block_start"),
+        *[sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"w{i} é"}},
+              "content_block_delta") for i in range(5)],
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+            "message_delta"),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+    return events
+
+
+@given(st.data())
+def test_a_stream_cut_anywhere_and_abandoned_is_never_malformed(data: st.DataObject) -> None:
+    events_sent = _messages_stream()
+    stream = b"".join(events_sent)
+    start_end, stop_start = len(events_sent[0]), len(stream) - len(events_sent[-1])
+    cut = data.draw(st.integers(min_value=0, max_value=len(stream)), label="cut")
+    tap = stream_tap(anthropic)
+    events = []
+    for chunk in data.draw(S.chunkings(stream[:cut]), label="chunks"):
+        events += tap.receive_data(chunk)[1]
+    events += tap.abandon()
+    assert not [e for e in events if isinstance(e, StreamFailed)]
+    # the last event is seen exactly when its blank line has arrived
+    assert tap.ended is (cut == len(stream))
+    # usage as far as whole events say: none before message_start, 7 output tokens after message_delta
+    usages = [(e.usage.input_tokens, e.usage.output_tokens) for e in events if isinstance(e, UsageReported)]
+    assert usages == ([] if cut < start_end else [(9, 1)] if cut < stop_start else [(9, 7)])
+
+
+def test_ended_marks_each_providers_last_event() -> None:
+    chat = stream_tap(openai_chat)
+    chat.receive_data(b'data: {"id":"c","choices":[]}\n\n')
+    assert not chat.ended
+    chat.receive_data(b"data: [DONE]\n\n")
+    assert chat.ended
+    for kind, ended in (("response.output_text.delta", False), ("response.incomplete", True)):
+        tap = stream_tap(openai_responses)
+        tap.receive_data(sse({"type": kind, "response": {"id": "resp_1"}}, kind))
+        assert tap.ended is ended

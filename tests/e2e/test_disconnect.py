@@ -128,3 +128,43 @@ def test_a_completed_stream_is_not_a_disconnect(stack: Stack) -> None:
     wait_upstream_closed(stack)
     assert stack.fake.closed_early == 0
     assert stack.only_interception()["status"] == "completed"
+
+
+def test_a_hang_up_while_an_event_is_half_received_is_a_disconnect_not_malformed_data(stack: Stack) -> None:
+    """The upstream's writes split events; the client leaves while the bridge holds half of one."""
+    start, *deltas = long_anthropic_stream()
+    # every write ends in the middle of an event: [whole event + first half of the next]
+    stream = start + b"".join(deltas)
+    cut = len(start) + len(deltas[0]) // 2
+    writes = (stream[:cut], *(stream[i:i + len(deltas[0])] for i in range(cut, len(stream), len(deltas[0]))))
+    stack.script(Reply(headers=SSE, chunks=writes, chunk_delay=0.05))
+    with httpx.stream("POST", stack.url + "/anthropic/v1/messages", json=REQUEST,
+                      headers={"x-api-key": stack.key}) as reply:
+        received = next(reply.iter_raw())
+        assert received == writes[0]  # relayed as it came: half an event included
+    wait_upstream_closed(stack)
+    item = stack.only_interception()
+    assert (item["status"], item["error"]) == ("client_disconnected", None)
+    [usage] = item["token_usages"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (321, 1)
+
+
+def test_a_hang_up_after_the_last_event_is_a_completed_stream(stack: Stack) -> None:
+    """The OpenAI SDK stops reading at [DONE]; the upstream's end of stream comes later."""
+    base = {"id": "chatcmpl-done", "object": "chat.completion.chunk", "model": "gpt-5"}
+    text = event(None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Done."},
+                                             "finish_reason": "stop"}]})
+    usage = event(None, {**base, "choices": [], "usage": {"prompt_tokens": 17, "completion_tokens": 2,
+                                                          "total_tokens": 19}})
+    done = b"data: [DONE]\n\n"
+    # the upstream holds its connection open for a while after [DONE]
+    stack.script(Reply(headers=SSE, chunks=(text + usage + done, b"", b"", b"", b"", b""), chunk_delay=0.2))
+    with httpx.stream("POST", stack.url + "/openai/v1/chat/completions",
+                      json={**CHAT_REQUEST, "stream_options": {"include_usage": True}},
+                      headers={"authorization": f"Bearer {stack.key}"}) as reply:
+        assert next(reply.iter_raw()).endswith(done)
+    wait_upstream_closed(stack)
+    item = stack.only_interception()
+    assert (item["status"], item["error"]) == ("completed", None)
+    [recorded] = item["token_usages"]
+    assert (recorded["input_tokens"], recorded["output_tokens"]) == (17, 2)

@@ -47,7 +47,7 @@ from aibridge.core.model import (
     to_record,
 )
 from aibridge.core.providers import anthropic, openai_chat, openai_responses
-from aibridge.core.providers.base import StreamTap, Translation
+from aibridge.core.providers.base import StreamTap, Translation, stream_tap
 from aibridge.core.routes import Route, match_route, split_provider
 from aibridge.core.sse import KEEPALIVE_COMMENT
 from aibridge.core.threads import answered_tool_call_id
@@ -98,6 +98,8 @@ class Interception:
     upstream_seconds: float = 0.0
     #: the client has been sent the whole response; a hang-up now is not a disconnect
     complete: bool = False
+    #: streams: the client has been sent the provider's last event
+    delivered: bool = False
     #: the bridge error that ended it (the breaker counts upstream timeouts/unreachable)
     failure: BaseException | None = None
     #: what admission control admitted (released when the interception ends)
@@ -417,7 +419,7 @@ class BridgeApp:
                     nursery.cancel_scope.cancel()
             if relay_error is not None:
                 raise relay_error
-            if gone.is_set() and not ic.complete and ic.status == "completed":
+            if gone.is_set() and not ic.complete and not ic.delivered and ic.status == "completed":
                 # an upstream error seen before the hang-up stays the reason
                 ic.status = "client_disconnected"
         except BridgeError as exc:
@@ -429,7 +431,7 @@ class BridgeApp:
         except BaseException as exc:
             if _only_cancelled(exc):
                 # Server shutdown past the grace period cancels us.
-                if not ic.complete:
+                if not ic.complete and not ic.delivered:
                     ic.status = "client_disconnected" if ic.status == "completed" else ic.status
             else:
                 ic.status = "failed"
@@ -522,11 +524,7 @@ class BridgeApp:
         send: Send,
         extra: list[tuple[str, str]],
     ) -> None:
-        tap = StreamTap(
-            module.StreamHandler(),
-            filtering=translation.drop_usage_only_chunks,
-            is_terminator=getattr(module, "is_done", lambda data: False),
-        )
+        tap = stream_tap(module, filtering=translation.drop_usage_only_chunks)
         await _start_response(send, response, extra=extra)
         closed = False
 
@@ -537,6 +535,10 @@ class BridgeApp:
             await self._record_events(ic, events)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+            if tap.ended:
+                # the client has the provider's last event: a hang-up from
+                # now on (the OpenAI SDK stops reading at [DONE]) is not one
+                ic.delivered = True
 
         try:
             if self.config.stream_keepalive > 0:
@@ -556,7 +558,8 @@ class BridgeApp:
         except BaseException:
             # Cancelled (client gone) or the upstream broke: keep what was seen.
             if not closed:
-                _, events = tap.close()
+                # cut short: a partial event held now is not malformed upstream data
+                events = tap.abandon()
                 with trio.CancelScope(shield=True):
                     await self._record_events(ic, events)
             raise

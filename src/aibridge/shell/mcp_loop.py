@@ -30,7 +30,7 @@ from aibridge.core import jsonutil
 from aibridge.core import mcp as core
 from aibridge.core.errors import BridgeError
 from aibridge.core.model import AuditEvent, StreamFailed, ToolCall, ToolCallMade
-from aibridge.core.providers.base import StreamTap, Translation
+from aibridge.core.providers.base import Translation, stream_tap
 from aibridge.core.sse import KEEPALIVE_COMMENT
 from aibridge.shell import app as app_mod
 from aibridge.shell.metrics import REGISTRY
@@ -254,7 +254,7 @@ class _Loop:
             await app_mod._start_response(self.send, response, extra=self.extra)
             self.started = True
         rewriter.start_iteration()
-        tap = StreamTap(self.module.StreamHandler(), is_terminator=getattr(self.module, "is_done", lambda d: False))
+        tap = stream_tap(self.module)
 
         async def relay_chunk(chunk: bytes) -> None:
             _, events = tap.receive_data(chunk)
@@ -278,7 +278,7 @@ class _Loop:
             return turn
         except BaseException:
             if not closed:
-                _, events = tap.close()
+                events = tap.abandon()
                 with trio.CancelScope(shield=True):
                     await self._record(events)
             raise

@@ -130,6 +130,11 @@ class StreamHandler:
         return events
 
 
+def ends_stream(payload: Any) -> bool:
+    """``message_stop`` is the last event of a Messages stream."""
+    return isinstance(payload, dict) and payload.get("type") == "message_stop"
+
+
 def audit_body(payload: Any) -> list[AuditEvent]:
     """Audit events of a blocking Messages reply (an Anthropic ``message`` object)."""
     if not isinstance(payload, dict):

@@ -177,9 +177,15 @@ class StreamTap:
         *,
         filtering: bool = False,
         is_terminator: Callable[[str], bool] = lambda data: False,
+        ends_stream: Callable[[Any], bool] = lambda payload: False,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         self._handler = handler
+        self._ends_stream = ends_stream
+        #: the provider's last event has been seen (chat ``[DONE]``, Anthropic
+        #: ``message_stop``, a Responses terminal event): a client that hangs up
+        #: after receiving it has had the whole reply
+        self.ended = False
         self._parser = SSEParser(max_event_size=max_event_size)
         self._filtering = filtering
         self._is_terminator = is_terminator
@@ -239,6 +245,15 @@ class StreamTap:
         audit.extend(self._handler.finish())
         return (out if self._filtering else b""), audit
 
+    def abandon(self) -> list[AuditEvent]:
+        """The relay stopped before the upstream's end (the client hung up).
+
+        Unlike :meth:`close`, a partial event the parser holds is not parsed:
+        it was cut by the hang-up, not sent malformed. The handler reports
+        what the events seen so far add up to (usage, tool calls, thoughts).
+        """
+        return self._handler.finish()
+
     def _give_up(self, exc: SSEError) -> list[AuditEvent]:
         self._given_up = True
         return [StreamFailed(message=f"stream not audited past this point: {exc}")]
@@ -274,7 +289,9 @@ class StreamTap:
         for ev in events:
             payload: Any = None
             data = ev.data.strip()
-            if data and not self._is_terminator(data):
+            if data and self._is_terminator(data):
+                self.ended = True
+            elif data:
                 try:
                     payload = jsonutil.loads(data)
                 except (ValueError, RecursionError):
@@ -283,6 +300,8 @@ class StreamTap:
                     payload = None
             if payload is not None:
                 audit.extend(self._handler.handle(ev, payload))
+                if self._ends_stream(payload):
+                    self.ended = True
             if not self._filtering:
                 continue
             del self._held[: len(ev.raw)]
@@ -293,6 +312,17 @@ class StreamTap:
                 out += self._unsettled(ev.raw)
             self._last_dropped = dropped
         return bytes(out), audit
+
+
+def stream_tap(module: Any, *, filtering: bool = False) -> StreamTap:
+    """The tap for a provider module: its ``StreamHandler``, and its ``is_done``
+    (a non-JSON terminator) and ``ends_stream`` (the last event) where it has them."""
+    return StreamTap(
+        module.StreamHandler(),
+        filtering=filtering,
+        is_terminator=getattr(module, "is_done", lambda data: False),
+        ends_stream=getattr(module, "ends_stream", lambda payload: False),
+    )
 
 
 def as_str(value: Any) -> str:

@@ -270,6 +270,11 @@ class StreamHandler:
         return events
 
 
+def ends_stream(payload: Any) -> bool:
+    """``response.completed``, ``response.incomplete`` or ``response.failed`` ends a stream."""
+    return isinstance(payload, dict) and payload.get("type") in TERMINAL_EVENTS
+
+
 def audit_body(payload: Any) -> list[AuditEvent]:
     """Audit events of a blocking reply: a ``response`` object, or an error object."""
     if not isinstance(payload, dict):
