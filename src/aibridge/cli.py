@@ -7,12 +7,13 @@ option (generated from :data:`aibridge.config.OPTIONS`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -28,6 +29,29 @@ from aibridge.core.times import rfc3339
 def _fail(message: str) -> None:
     click.echo(f"aibridge: {message}", err=True)
     sys.exit(2)
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@contextlib.contextmanager
+def _startup_errors(listen: str) -> Iterator[None]:
+    """A port in use or a store that cannot be opened: one line, not a traceback."""
+    from aibridge.shell.store import StoreError
+
+    try:
+        yield
+    except BaseException as exc:
+        leaf = _single_leaf(exc)
+        if isinstance(leaf, StoreError):
+            _fail(str(leaf))
+        if isinstance(leaf, OSError) and leaf.errno is not None:
+            _fail(f"cannot listen on {listen}: {leaf.strerror} (errno {leaf.errno})")
+        raise
 
 
 def _load(flags: dict[str, Any], config_path: str | None) -> Any:
@@ -81,7 +105,8 @@ def serve(config_path: str | None, **flags: Any) -> None:
         except ConfigError as exc:
             _fail(str(exc))
     setup_logging(json_logs=config.log_json, level=config.log_level)
-    run_server(config)
+    with _startup_errors(config.listen):
+        run_server(config)
 
 
 # -- keys ----------------------------------------------------------------------------
@@ -376,7 +401,8 @@ def fake_upstream(listen: str, chunks: int, latency: float, chunk_delay: float, 
     """Serve provider-shaped traffic for offline clients and benchmarks."""
     from aibridge.shell.server import run_fake_upstream
 
-    run_fake_upstream(listen, chunks=chunks, latency=latency, chunk_delay=chunk_delay, hold=hold)
+    with _startup_errors(listen):
+        run_fake_upstream(listen, chunks=chunks, latency=latency, chunk_delay=chunk_delay, hold=hold)
 
 
 @main.command()
@@ -386,7 +412,8 @@ def demo(listen: str, db: str) -> None:
     """Run a fake upstream, a bridge and a demo key; show a request flowing end to end."""
     from aibridge.shell.demo import run_demo
 
-    run_demo(listen=listen, db=db)
+    with _startup_errors(listen):
+        run_demo(listen=listen, db=db)
 
 
 def entrypoint() -> None:  # pragma: no cover

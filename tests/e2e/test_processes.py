@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -160,3 +161,27 @@ def test_demo_prints_the_recorded_interception_and_keeps_serving(
     # clean output: no Hypercorn "Running on" lines (nor anything else) on stderr
     stderr = demo.stderr.read()
     assert stderr == "", stderr
+
+
+def test_startup_mistakes_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A port already in use, a database path that cannot be opened, a file that is no database."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "not.db").write_bytes(b"this is not sqlite\n" * 10)
+        cases = [
+            (["serve", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "a.db")],
+             f"aibridge: cannot listen on 127.0.0.1:{port}: Address already in use (errno 98)\n"),
+            (["demo", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / "d.db")],
+             f"aibridge: cannot listen on 127.0.0.1:{port}: Address already in use (errno 98)\n"),
+            (["serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "missing" / "a.db")],
+             f"aibridge: cannot open database {tmp_path / 'missing' / 'a.db'}: unable to open database file\n"),
+            (["serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "not.db")],
+             f"aibridge: cannot open database {tmp_path / 'not.db'}: file is not a database\n"),
+        ]
+        for args, message in cases:
+            done = subprocess.run([sys.executable, "-m", "aibridge", *args], capture_output=True, text=True,
+                                  env=clean_env(), timeout=60)
+            assert (done.returncode, done.stderr.splitlines()[-1:], "Traceback" in done.stderr) == (
+                2, [message.rstrip("\n")], False), done.stderr
