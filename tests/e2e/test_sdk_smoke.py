@@ -55,3 +55,17 @@ def test_openai_sdk_streaming_chat_drops_usage_chunk_it_did_not_ask_for(stack: S
     assert stack.fake.last.json()["stream_options"] == {"include_usage": True}
     [usage] = stack.only_interception()["token_usages"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (10, 20)
+
+
+def test_openai_sdk_responses_stream_helper_reads_the_synthetic_stream(stack: Stack) -> None:
+    """The fake's Responses stream has every event the SDK's stream helper assembles from."""
+    client = openai.OpenAI(base_url=stack.url + "/openai/v1", api_key=stack.key, max_retries=0)
+    with client.responses.stream(model="gpt-4.1", input="say ok") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "hello " * 20
+    item = stack.only_interception()
+    assert (item["api"], item["status"], item["streaming"]) == ("responses", "completed", True)
+    assert [p["prompt"] for p in item["user_prompts"]] == ["say ok"]
+    [usage] = item["token_usages"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (10, 20)

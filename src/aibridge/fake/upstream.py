@@ -370,10 +370,20 @@ def responses_stream(resp_id: str, model: str, chunks: int, text: str) -> list[b
     frames = [_sse("response.created", {"type": "response.created", "sequence_number": next(seq), "response": created}),
               _sse("response.output_item.added", {"type": "response.output_item.added", "sequence_number": next(seq),
                                                   "output_index": 0, "item": {"type": "message", "id": item_id, "role": "assistant",
-                                                                              "status": "in_progress", "content": []}})]
+                                                                              "status": "in_progress", "content": []}}),
+              _sse("response.content_part.added", {"type": "response.content_part.added", "sequence_number": next(seq),
+                                                   "item_id": item_id, "output_index": 0, "content_index": 0,
+                                                   "part": {"type": "output_text", "text": "", "annotations": []}})]
     for _ in range(chunks):
         frames.append(_sse("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": next(seq),
                                                           "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text}))
+    part = done["output"][0]["content"][0]
+    frames.append(_sse("response.output_text.done", {"type": "response.output_text.done", "sequence_number": next(seq),
+                                                     "item_id": item_id, "output_index": 0, "content_index": 0,
+                                                     "text": part["text"]}))
+    frames.append(_sse("response.content_part.done", {"type": "response.content_part.done", "sequence_number": next(seq),
+                                                      "item_id": item_id, "output_index": 0, "content_index": 0,
+                                                      "part": part}))
     frames.append(_sse("response.output_item.done", {"type": "response.output_item.done", "sequence_number": next(seq),
                                                      "output_index": 0, "item": done["output"][0]}))
     frames.append(_sse("response.completed", {"type": "response.completed", "sequence_number": next(seq), "response": done}))
