@@ -136,12 +136,18 @@ def _open_store(db: str | None, config_path: str | None) -> Any:
 def keys_create(user: str, admin: bool, expires: str | None, fmt: str, db: str | None, config_path: str | None) -> None:
     """Create a key for USER and print it (only this once)."""
     now = time.time()
+    user = user.strip()
+    if not user:
+        _fail("invalid --user: a user name must not be empty")
     expires_at = None
-    if expires:
+    if expires is not None:
         try:
-            expires_at = now + parse_duration(expires)
+            lifetime = parse_duration(expires)
         except DurationError as exc:
             _fail(f"invalid --expires: {exc}")
+        if lifetime <= 0:
+            _fail("invalid --expires: a key's lifetime must be longer than 0 (leave it out for no expiry)")
+        expires_at = now + lifetime
     store = _open_store(db, config_path)
     key = new_key(secrets.token_bytes(24))
     key_id = str(uuid.uuid4())
@@ -172,8 +178,16 @@ def keys_list(fmt: str, db: str | None, config_path: str | None) -> None:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{'ID':36}  {'PREFIX':10}  {'USER':16}  {'ADMIN':5}  STATE")
+    now = rfc3339(time.time())
     for row in rows:
-        state = "revoked" if row["revoked_at"] else ("expires " + row["expires_at"] if row["expires_at"] else "active")
+        if row["revoked_at"]:
+            state = "revoked " + row["revoked_at"]
+        elif row["expires_at"] and row["expires_at"] <= now:
+            state = "expired " + row["expires_at"]
+        elif row["expires_at"]:
+            state = "active, expires " + row["expires_at"]
+        else:
+            state = "active"
         click.echo(f"{row['id']:36}  {row['prefix']:10}  {row['user']:16}  {str(row['admin']).lower():5}  {state}")
 
 

@@ -122,10 +122,16 @@ def _listen(value: Any) -> str:
     return text
 
 
-def _list(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise ValueError("expected a list")
-    return value
+def _positive(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, refusing 0 (for settings where 0 cannot mean "off")."""
+
+    def positive(value: Any) -> Any:
+        result = parse(value)
+        if result <= 0:
+            raise ValueError("must be greater than 0")
+        return result
+
+    return positive
 
 
 @attrs.frozen(kw_only=True)
@@ -162,24 +168,24 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="rate_limit", parse=_int, default=0, help="requests per minute, global (0: no limit)"),
     Option(name="rate_limit_per_user", parse=_int, default=0, help="requests per minute per user (0: no limit)"),
     Option(name="circuit_breaker_enabled", parse=_bool, default=False, help="enable the upstream circuit breaker"),
-    Option(name="circuit_breaker_failure_threshold", parse=_int, default=5, help="consecutive failures that open it"),
+    Option(name="circuit_breaker_failure_threshold", parse=_positive(_int), default=5, help="consecutive failures that open it"),
     Option(name="circuit_breaker_interval", parse=_duration, default=10.0, help="window that resets failure counts"),
     Option(name="circuit_breaker_timeout", parse=_duration, default=30.0, help="open time before half-open"),
-    Option(name="circuit_breaker_max_requests", parse=_int, default=3, help="half-open probe requests"),
+    Option(name="circuit_breaker_max_requests", parse=_positive(_int), default=3, help="half-open probe requests"),
     Option(name="send_actor_headers", parse=_bool, default=False, help="send X-AIBridge-Actor-* headers upstream"),
     Option(name="stream_keepalive", parse=_duration, default=15.0, help="SSE keep-alive comment after this silence"),
-    Option(name="upstream_timeout", parse=_duration, default=600.0, help="upstream connect/read timeout"),
+    Option(name="upstream_timeout", parse=_positive(_duration), default=600.0, help="upstream connect/read timeout"),
     Option(name="shutdown_grace", parse=_duration, default=30.0, help="time in-flight requests get on shutdown"),
     Option(name="log_json", parse=_bool, default=False, help="logs as JSON lines"),
     Option(name="log_level", parse=_choice("debug", "info", "warning", "error"), default="info", help="log level"),
     Option(name="structured_logging", parse=_bool, default=False, help="one JSON log record per audit record"),
     Option(name="audit_failure_policy", parse=_choice("closed", "open"), default="closed", help="closed: 503 when the store fails"),
     Option(name="audit_busy_timeout", parse=_duration, default=5.0, help="wait this long for a locked store before a write fails"),
-    Option(name="audit_queue_size", parse=_int, default=10000, help="audit channel capacity"),
-    Option(name="workers", parse=_int, default=1, help="server processes sharing the port and store"),
+    Option(name="audit_queue_size", parse=_positive(_int), default=10000, help="audit channel capacity"),
+    Option(name="workers", parse=_positive(_int), default=1, help="server processes sharing the port and store"),
     Option(name="metrics_per_user", parse=_bool, default=False, help="per-user metric series"),
     Option(name="mcp_servers", parse=mcp_core.parse_servers, default=(), yaml_only=True, help="MCP servers (YAML)"),
-    Option(name="mcp_max_iterations", parse=_int, default=10, help="inner agent loop limit: upstream calls per request"),
+    Option(name="mcp_max_iterations", parse=_positive(_int), default=10, help="inner agent loop limit: upstream calls per request"),
     Option(name="mcp_server_url", parse=_url, default=None, help="one MCP server (Streamable HTTP URL)"),
     Option(name="mcp_server_name", parse=_str, default="mcp", help="its name (tools become bmcp_<name>_<tool>)"),
     Option(name="mcp_server_headers", parse=lambda v: mcp_core.parse_headers(v, "headers"), default=(), secret=True,
@@ -218,7 +224,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"config file {path}: expected a mapping with a top-level 'aibridge:' key")
-    section = doc.get("aibridge", {})
+    if "aibridge" not in doc:
+        misplaced = sorted(set(doc) & OPTION_NAMES)
+        hint = f" (found {', '.join(misplaced)} at the top level: indent them under 'aibridge:')" if misplaced else ""
+        raise ConfigError(f"config file {path}: no top-level 'aibridge:' key{hint}")
+    section = doc["aibridge"]
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -274,8 +284,6 @@ def validate(config: Any) -> None:
             "invalid bedrock_access_key/bedrock_access_key_secret: set both or neither "
             "(neither uses the default AWS credential chain)"
         )
-    if config.workers < 1:
-        raise ConfigError("invalid workers: must be at least 1")
     if config.mcp_server_url:
         try:
             mcp_core.parse_server({"name": config.mcp_server_name, "url": config.mcp_server_url}, "mcp_server_url")

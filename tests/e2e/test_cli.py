@@ -115,7 +115,7 @@ def test_keys_list_and_revoke(tmp_path: Path) -> None:
 
     table = run("keys", "list", "--db", str(db)).stdout.splitlines()
     assert table[0].split() == ["ID", "PREFIX", "USER", "ADMIN", "STATE"]
-    assert table[1].split() == [first["id"], first["key"][:10], "gina", "false", "revoked"]
+    assert table[1].split() == [first["id"], first["key"][:10], "gina", "false", "revoked", rows[0]["revoked_at"]]
     assert table[2].split() == [second["id"], second["key"][:10], "hal", "true", "active"]
 
     again = run("keys", "revoke", first["id"], "--db", str(db))
@@ -213,3 +213,39 @@ def test_interceptions_list_includes_tool_usages(stack: Stack) -> None:
     assert set(tool) == TOOL_FIELDS
     assert (tool["tool"], tool["tool_call_id"], orjson.loads(tool["input"]), tool["injected"],
             tool["provider_response_id"]) == ("Bash", "toolu_cli_1", {"command": "ls -la"}, False, "msg_cli_tools")
+
+
+def test_keys_list_tells_expired_from_expiring(tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    later = create(db, "--user", "ivy", "--expires", "30d")
+    store = store_mod.SQLiteStore(db)
+    try:
+        user_id = store.ensure_user("u-jo", "jo", 0.0)
+        store.create_key(key_id="k-old", user_id=user_id, key_hash="0" * 64, prefix="aib_old000",
+                         admin=False, now=1_700_000_000.0, expires_at=1_700_000_060.0)
+    finally:
+        store.close()
+    table = run("keys", "list", "--db", str(db)).stdout.splitlines()
+    # oldest first
+    assert table[1].split() == ["k-old", "aib_old000", "jo", "false", "expired", "2023-11-14T22:14:20.000000Z"]
+    assert table[2].split() == [later["id"], later["key"][:10], "ivy", "false", "active,", "expires",
+                                later["expires_at"]]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--user", "kim", "--expires", "0"),
+     "aibridge: invalid --expires: a key's lifetime must be longer than 0 (leave it out for no expiry)\n"),
+    (("--user", "  "), "aibridge: invalid --user: a user name must not be empty\n"),
+    (("--user", "kim", "--expires", "soon"), None),
+])
+def test_keys_create_refuses_a_key_that_could_never_work(tmp_path: Path, args: tuple[str, ...],
+                                                         message: str | None) -> None:
+    db = tmp_path / "keys.db"
+    result = run("keys", "create", "--db", str(db), *args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    if message is not None:
+        assert result.stderr == message
+    else:
+        assert result.stderr.startswith("aibridge: invalid --expires: ")
+    assert not db.exists()

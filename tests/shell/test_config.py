@@ -86,6 +86,11 @@ def test_secrets_in_yaml_are_accepted_with_a_warning(tmp_path: Path) -> None:
         ({}, {}, "aibridge:\n  upstream_timeout: forever\n",
          "invalid upstream_timeout (--upstream-timeout, from config file): invalid duration 'forever': "
          "expected e.g. 30s, 10m, 1h30m, 90d or 2w"),
+        ({}, {"AIBRIDGE_UPSTREAM_TIMEOUT": "0"}, None,
+         "invalid upstream_timeout (--upstream-timeout, from environment): must be greater than 0"),
+        ({"workers": "0"}, {}, None, "invalid workers (--workers, from flag): must be greater than 0"),
+        ({}, {}, "aibridge:\n  mcp_max_iterations: 0\n",
+         "invalid mcp_max_iterations (--mcp-max-iterations, from config file): must be greater than 0"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_option(
@@ -102,6 +107,9 @@ def test_bad_files_fail_with_one_line(tmp_path: Path) -> None:
         ("aibridge:\n  listen: [1\n", "not valid YAML"),
         ("- a\n- b\n", "expected a mapping with a top-level 'aibridge:' key"),
         ("aibridge:\n  lisen: 127.0.0.1:1\n", "unknown option 'lisen'"),
+        ("retention: 5d\nlisten: 127.0.0.1:1\ncoder: {}\n",
+         "no top-level 'aibridge:' key (found listen, retention at the top level: indent them under 'aibridge:')"),
+        ("coder:\n  telemetry: false\n", "no top-level 'aibridge:' key"),
     ]:
         path = yaml_file(tmp_path, text)
         with pytest.raises(ConfigError) as info:
