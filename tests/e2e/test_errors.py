@@ -131,6 +131,11 @@ BAD_BODIES = [
     pytest.param(b'{"model": "m", "messages": "hi"}', "'messages' is required and must be an array", id="messages-str"),
     pytest.param(b'{"model": "m", "messages": [], "stream": "yes"}', "'stream' must be a boolean", id="stream-str"),
     pytest.param(b'\xff\xfe{"model"}', "request body is not valid JSON", id="not-utf8"),
+    pytest.param(b'{"model": "m", "max_tokens": NaN, "messages": []}', "request body is not valid JSON", id="nan"),
+    pytest.param(b'{"model": "m", "temperature": -Infinity, "messages": []}', "request body is not valid JSON",
+                 id="infinity"),
+    pytest.param(b'{"model": "m", "temperature": 1e999, "messages": []}', "request body is not valid JSON",
+                 id="overflow"),
 ]
 
 

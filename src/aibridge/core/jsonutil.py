@@ -13,12 +13,29 @@ upstream exactly as the client wrote them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 import orjson
 
 from aibridge.core.errors import ClientError
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+#: the standard library's parser held to what JSON allows (and orjson accepts):
+#: no NaN or Infinity, no number that overflows a double
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 def loads(data: bytes | str) -> Any:
@@ -34,7 +51,7 @@ def loads(data: bytes | str) -> Any:
         else:
             text = data
         try:
-            return json.loads(text)
+            return _DECODER.decode(text)
         except (ValueError, RecursionError):
             raise exc from None
 
@@ -63,7 +80,6 @@ def parse_request_object(raw: bytes) -> dict[str, Any]:
 
 _JSON_WS = " \t\n\r"
 _WS = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
 
 
 def _skip_ws(text: str, i: int) -> int:
