@@ -113,7 +113,8 @@ def test_bodies_above_max_body_size_get_413_and_never_reach_upstream(make_stack:
     reply = httpx.post(stack.url + CHAT, content=chunks(),
                        headers={"authorization": f"Bearer {stack.key}", "content-type": "application/json"})
     assert reply.status_code == 413
-    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert (reply.json()["error"]["type"], reply.json()["error"]["code"]) == (
+        "invalid_request_error", "request_too_large")
     # just under the limit passes
     assert post(stack, MESSAGES, {**ANTHROPIC_REQUEST, "messages": [{"role": "user", "content": "z" * 1800}]}
                 ).status_code == 200

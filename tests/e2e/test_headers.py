@@ -78,3 +78,18 @@ def test_upstream_cookies_reach_the_client_and_never_another_users_request(stack
     assert bob.status_code == 200
     assert "cookie" not in stack.fake.last.headers
     assert len(stack.fake.requests) == 2
+
+
+def test_one_date_header_the_upstreams_on_relayed_replies_and_ours_on_local_ones(stack: Stack) -> None:
+    stack.script(Reply(headers=(("content-type", "application/json"),), body=orjson.dumps(
+        {"id": "msg_date", "type": "message", "role": "assistant", "content": [],
+         "usage": {"input_tokens": 1, "output_tokens": 1}})))
+    relayed = httpx.post(stack.url + "/anthropic/v1/messages", content=REQUEST,
+                         headers={"x-api-key": stack.key, "content-type": "application/json"})
+    assert relayed.status_code == 200
+    [date] = relayed.headers.get_list("date")
+    assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT", date)
+    for local in (httpx.get(stack.url + "/healthz"),
+                  httpx.post(stack.url + "/anthropic/v1/messages", content=REQUEST),
+                  httpx.get(stack.url + "/nowhere")):
+        assert len(local.headers.get_list("date")) == 1, local.status_code

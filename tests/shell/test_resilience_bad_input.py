@@ -50,7 +50,7 @@ BAD_REQUESTS = [
     pytest.param(b'{"model": "m", "input": "\xc3\x28"}', "request body is not valid JSON", id="bad-utf8-in-string"),
     pytest.param(b"null", "request body must be a JSON object", id="null"),
     pytest.param(b"12", "request body must be a JSON object", id="number"),
-    pytest.param(b"NaN", "request body must be a JSON object", id="nan"),
+    pytest.param(b"NaN", "request body is not valid JSON", id="nan"),
 ]
 
 

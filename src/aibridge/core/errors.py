@@ -42,6 +42,7 @@ class ClientError(BridgeError):
 class PayloadTooLarge(ClientError):
     status = 413
     anthropic_type = "request_too_large"
+    openai_code = "request_too_large"
 
 
 class AuthenticationFailed(ClientError):

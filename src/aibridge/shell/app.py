@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
+from wsgiref.handlers import format_date_time
 
 import attrs
 import httpx
@@ -148,6 +149,7 @@ class BridgeApp:
             return
         if kind != "http":
             return
+        send = _dated(send)
         path: str = scope["path"]
         provider, _ = split_provider(path)
         if provider is not None:
@@ -678,6 +680,32 @@ async def _start_response(
     if length is not None:
         raw.append((b"content-length", str(length).encode()))
     await send({"type": "http.response.start", "status": response.status_code, "headers": raw})
+
+
+def _dated(send: Send) -> Send:
+    """Add a ``date`` header to responses that have none (Hypercorn's is off so
+    that a relayed reply carries the upstream's ``date`` alone, not two)."""
+
+    async def send_dated(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = message["headers"]
+            if not any(name.lower() == b"date" for name, _ in headers):
+                message = {**message, "headers": [*headers, (b"date", _http_date())]}
+        await send(message)
+
+    return send_dated
+
+
+_DATE_CACHE: dict[int, bytes] = {}
+
+
+def _http_date() -> bytes:
+    now = int(time.time())
+    date = _DATE_CACHE.get(now)
+    if date is None:
+        _DATE_CACHE.clear()
+        date = _DATE_CACHE[now] = format_date_time(now).encode("ascii")
+    return date
 
 
 async def _send_json(send: Send, status: int, payload: Any) -> None:

@@ -70,6 +70,7 @@ def hypercorn_config(config: Any) -> HypercornConfig:
     hc.keep_alive_timeout = 75
     hc.backlog = 1024
     hc.include_server_header = False
+    hc.include_date_header = False  # the app adds one where the reply has none (app._dated)
     return hc
 
 
