@@ -5,6 +5,7 @@ from __future__ import annotations
 import anthropic
 import openai
 
+from aibridge.fake.upstream import Reply
 from tests.harness import Stack
 
 
@@ -69,3 +70,28 @@ def test_openai_sdk_responses_stream_helper_reads_the_synthetic_stream(stack: St
     assert [p["prompt"] for p in item["user_prompts"]] == ["say ok"]
     [usage] = item["token_usages"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (10, 20)
+
+
+def test_the_prompt_carries_the_id_of_the_response_that_answered_it(stack: Stack) -> None:
+    claude = anthropic.Anthropic(base_url=stack.url + "/anthropic", api_key=stack.key, max_retries=0)
+    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                                messages=[{"role": "user", "content": "first"}]) as stream:
+        stream.until_done()
+    gpt = openai.OpenAI(base_url=stack.url + "/openai/v1", api_key=stack.key, max_retries=0)
+    gpt.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "second"}])
+    gpt.responses.create(model="gpt-4.1", input="third")
+    stack.script(Reply(status=500, headers=(("content-type", "application/json"),),
+                       body=b'{"error": {"message": "boom", "type": "server_error"}}'))
+    try:
+        gpt.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "fourth"}])
+    except openai.InternalServerError:
+        pass
+    stack.settle()
+    recorded = {p["prompt"]: (p["provider_response_id"], [u["provider_response_id"] for u in item["token_usages"]])
+                for item in stack.interceptions() for p in item["user_prompts"]}
+    assert recorded == {
+        "first": ("msg_fake_1", ["msg_fake_1"]),
+        "second": ("chatcmpl-fake-2", ["chatcmpl-fake-2"]),
+        "third": ("resp_fake_3", ["resp_fake_3"]),
+        "fourth": ("", []),  # no response answered it; the prompt is still recorded
+    }

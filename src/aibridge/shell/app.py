@@ -101,6 +101,8 @@ class Interception:
     complete: bool = False
     #: streams: the client has been sent the provider's last event
     delivered: bool = False
+    #: the user prompt, until the response that answers it is identified
+    prompt: PromptRecord | None = None
     #: the bridge error that ended it (the breaker counts upstream timeouts/unreachable)
     failure: BaseException | None = None
     #: what admission control admitted (released when the interception ends)
@@ -382,12 +384,13 @@ class BridgeApp:
             },
             correlating_tool_call_id=answered_tool_call_id(route.api, parsed),
         )
-        records: list[Any] = [start]
         if translation.prompt is not None:
-            records.append(
-                PromptRecord(interception_id=ic.id, provider_response_id="", prompt=translation.prompt, created_at=started_at)
-            )
-        await self.writer.record(*records)
+            # Written with the id of the response that answers it, as soon as
+            # the upstream names one (a stream's first event, a blocking
+            # reply's body), or when the interception ends without one.
+            ic.prompt = PromptRecord(interception_id=ic.id, provider_response_id="", prompt=translation.prompt,
+                                     created_at=started_at)
+        await self.writer.record(start)
         if self.metrics is not None:
             self.metrics.interception_started(start)
 
@@ -442,6 +445,9 @@ class BridgeApp:
         finally:
             if ic.ticket is not None:
                 self.admission.finish(ic.ticket, ic)
+            if ic.prompt is not None:
+                await self.writer.record(ic.prompt)
+                ic.prompt = None
             end = InterceptionEnded(
                 id=ic.id,
                 status=ic.status,
@@ -465,6 +471,9 @@ class BridgeApp:
                 ic.error = ic.error or event.message
             elif isinstance(event, ResponseIdentified):
                 ic.response_id = event.provider_response_id
+                if ic.prompt is not None:
+                    records.append(attrs.evolve(ic.prompt, provider_response_id=event.provider_response_id))
+                    ic.prompt = None
             elif isinstance(event, InterceptionNoted):
                 ic.metadata.update(event.metadata)
             record = to_record(ic.id, event, now)
