@@ -143,3 +143,20 @@ def test_cli_store_commands_warn_about_secrets_in_the_config_file(tmp_path: Path
     assert result.stdout.strip() == "[]"
     assert result.stderr == (
         "aibridge: warning: option anthropic_key is set in the config file; prefer the environment for secrets\n")
+
+
+def test_startup_names_each_provider_without_a_central_key() -> None:
+    from aibridge.shell.run import missing_credentials
+
+    assert missing_credentials(load_config({"db": "x.db"}, {})) == [
+        "no central openai key (AIBRIDGE_OPENAI_KEY or --openai-key): users must bring their own provider key "
+        "(X-AIBridge-Token)",
+        "no central anthropic key (AIBRIDGE_ANTHROPIC_KEY or --anthropic-key): users must bring their own provider "
+        "key (X-AIBridge-Token)",
+    ]
+    assert missing_credentials(load_config({"db": "x.db", "anthropic_key": "sk-ant", "allow_byok": "false"}, {})) == [
+        "no central openai key (AIBRIDGE_OPENAI_KEY or --openai-key): requests reach the provider without a key "
+        "and fail there",
+    ]
+    # Bedrock serves Anthropic with AWS credentials
+    assert missing_credentials(load_config({"db": "x.db", "openai_key": "sk", "bedrock_region": "us-east-1"}, {})) == []

@@ -28,6 +28,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from aibridge import config as config_mod
 from aibridge.shell.admission import install_admission
 from aibridge.shell.api import install_api
 from aibridge.shell.app import BridgeApp
@@ -59,6 +60,18 @@ class Running:
     @property
     def url(self) -> str:
         return self.urls[0]
+
+
+def missing_credentials(config: Any) -> list[str]:
+    """Providers with no central key: said once at startup, since requests to
+    them go upstream with only what the user brings (BYOK) or none."""
+    missing = [("openai", config.openai_key, "AIBRIDGE_OPENAI_KEY")]
+    if not config_mod.bedrock_enabled(config):
+        missing.append(("anthropic", config.anthropic_key, "AIBRIDGE_ANTHROPIC_KEY"))
+    byok = ("users must bring their own provider key (X-AIBridge-Token)" if config.allow_byok
+            else "requests reach the provider without a key and fail there")
+    return [f"no central {name} key ({env} or --{name}-key): {byok}"
+            for name, key, env in missing if not key]
 
 
 def hypercorn_config(config: Any) -> HypercornConfig:
@@ -104,6 +117,8 @@ async def serve_bridge(
                         if handle_signals:
                             serving.start_soon(_watch_signals, stop)
                         log.info("aibridge listening on %s", ", ".join(urls))
+                        for warning in missing_credentials(config):
+                            log.warning("%s", warning)
                         task_status.started(Running(app=app, writer=writer, urls=urls, stop=stop))
                 finally:
                     writer.close()
