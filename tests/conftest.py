@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,11 @@ import pytest
 from tests.harness import Stack
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# Traffic stays on loopback: botocore's default credential chain would ask the
+# instance metadata service (169.254.169.254) when a test configures Bedrock
+# without keys; subprocesses inherit this.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 @pytest.fixture
