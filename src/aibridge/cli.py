@@ -64,7 +64,7 @@ def _load(flags: dict[str, Any], config_path: str | None) -> Any:
 
 def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--config", "config_path", default=None, help="YAML config file (keys under 'aibridge:')")(func)
-    func = click.option("--db", default=None, help="SQLite audit database path")(func)
+    func = click.option("--db", default=None, help="SQLite audit database path [default: ./aibridge.db]")(func)
     return func
 
 
@@ -74,10 +74,12 @@ def config_flags(func: Callable[..., Any]) -> Callable[..., Any]:
         if option.yaml_only or option.name == "db":
             continue
         flag = "--" + option.name.replace("_", "-")
+        # default=None so that the environment and the YAML file can still win
+        text = f"{option.help} [default: {config_mod.shown_default(option)}]"
         if option.parse is config_mod._bool:
-            func = click.option(f"{flag}/--no-{flag[2:]}", option.name, default=None, help=option.help)(func)
+            func = click.option(f"{flag}/--no-{flag[2:]}", option.name, default=None, help=text)(func)
         else:
-            func = click.option(flag, option.name, default=None, help=option.help)(func)
+            func = click.option(flag, option.name, default=None, help=text)(func)
     return func
 
 

@@ -20,7 +20,7 @@ import attrs
 import yaml
 
 from aibridge.core import mcp as mcp_core
-from aibridge.core.retention import DurationError, parse_duration
+from aibridge.core.retention import DurationError, format_duration, parse_duration
 
 
 class ConfigError(Exception):
@@ -194,6 +194,23 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="mcp_server_deny", parse=lambda v: mcp_core.parse_regex(v, "deny"), default=None, help="regex of its tools never to inject (wins)"),
 )
 OPTION_NAMES = frozenset(o.name for o in OPTIONS)
+
+#: defaults as people write them (``--help`` and README.rst's table show these)
+_SHOWN_DEFAULTS = {"retention": "60d", "max_body_size": "32MiB"}
+
+
+def shown_default(option: Option) -> str:
+    """``option``'s default as an operator would write it."""
+    if option.name in _SHOWN_DEFAULTS:
+        return _SHOWN_DEFAULTS[option.name]
+    value = option.default
+    if value is None or value == ():
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_duration(int(value)) if value else "0"
+    return str(value)
 
 
 def _config_class() -> type:
