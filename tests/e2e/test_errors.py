@@ -137,6 +137,9 @@ BAD_BODIES = [
                  id="infinity"),
     pytest.param(b'{"model": "m", "temperature": 1e999, "messages": []}', "request body is not valid JSON",
                  id="overflow"),
+    pytest.param(b'{"model": "m", "messages": [{"role": "user", "content": "\\udc00"}]}',
+                 "request body is not valid JSON: a \\u escape is a lone surrogate: not valid Unicode text",
+                 id="lone-surrogate"),
 ]
 
 

@@ -222,3 +222,24 @@ def test_walking_pages_returns_each_match_once_in_order(seeds: list[Seed], page:
             assert [i["id"] for i in store_mod.iter_interceptions(r, query, page_size=page)] == got
         finally:
             r.conn.close()
+
+
+def test_text_that_is_not_unicode_is_stored_with_replacement_characters_not_lost(tmp_path: Path) -> None:
+    """A lone surrogate cannot be UTF-8; the batch (others' records with it) still goes in."""
+    db = tmp_path / "a.db"
+    bad = Seed(id="i-bad", started_at=T0, prompt="fix \udc00 this", thoughts=("hmm \ud800",),
+               tools=(("edit", '{"path":"\udfff.py"}'),), error="upstream said \udc80", status="failed",
+               usages=(TokenUsage(provider_response_id="msg_\udc00", input_tokens=3, output_tokens=4,
+                                  metadata={"note": "\ud834"}),))
+    good = Seed(id="i-good", started_at=T0 + 1, prompt="fine")
+    seed(db, [bad, good])
+    r = _reader(db)
+    got = store_mod.get_interception(r, "i-bad")
+    assert got is not None
+    assert got["user_prompts"][0]["prompt"] == "fix \ufffd\ufffd\ufffd this"  # U+FFFD per byte of the surrogate
+    assert got["model_thoughts"][0]["content"] == "hmm \ufffd\ufffd\ufffd"
+    assert got["tool_usages"][0]["input"] == '{"path":"\ufffd\ufffd\ufffd.py"}'
+    assert got["error"] == "upstream said \ufffd\ufffd\ufffd"
+    assert got["token_usages"][0]["provider_response_id"] == "msg_\ufffd\ufffd\ufffd"
+    assert got["token_usages"][0]["metadata"] == {"note": "\ufffd\ufffd\ufffd"}
+    assert core_of(store_mod.get_interception(r, "i-good")) == expected_item(good)

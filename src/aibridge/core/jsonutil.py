@@ -51,7 +51,13 @@ def loads(data: bytes | str) -> Any:
         else:
             text = data
         try:
-            return _DECODER.decode(text)
+            value = _DECODER.decode(text)
+            # orjson refuses a lone surrogate escape ("\udc00"): text that is
+            # not Unicode, which no provider takes and SQLite cannot store
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            raise ValueError("a \\u escape is a lone surrogate: not valid Unicode text") from None
         except (ValueError, RecursionError):
             raise exc from None
 

@@ -237,7 +237,23 @@ def migrate(db: sqlite_utils.Database) -> None:
 
 
 def _json(value: dict[str, Any] | None) -> str | None:
-    return orjson.dumps(value).decode() if value else None
+    if not value:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate (see write_batch)
+        return orjson.dumps(_valid(value)).decode()
+
+
+def _valid(value: Any) -> Any:
+    """``value`` with any lone surrogate in its text replaced by U+FFFD (JSON kept JSON)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_valid(k): _valid(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_valid(v) for v in value)
+    return value
 
 
 class SQLiteStore:
@@ -258,6 +274,16 @@ class SQLiteStore:
     # -- writes (the writer task only) ---------------------------------------
 
     def write_batch(self, records: Sequence[Record]) -> None:
+        try:
+            self._write_batch(records, clean=False)
+        except UnicodeEncodeError:
+            # Text that is not valid Unicode (a lone surrogate from a "\udc00"
+            # escape) cannot be stored as UTF-8. The transaction rolled back;
+            # write the batch again with such characters as U+FFFD, rather
+            # than lose it (or, as once, the writer and the process with it).
+            self._write_batch(records, clean=True)
+
+    def _write_batch(self, records: Sequence[Record], *, clean: bool) -> None:
         starts: list[dict[str, Any]] = []
         usages: list[dict[str, Any]] = []
         prompts: list[dict[str, Any]] = []
@@ -339,6 +365,11 @@ class SQLiteStore:
                 )
             elif isinstance(r, InterceptionEnded):
                 ends.append((r.status, r.upstream_status, r.error, r.ended_at, _json(r.metadata), r.id))
+        if clean:
+            for rows in (starts, usages, prompts, tools, thoughts):
+                rows[:] = [{k: _valid(v) for k, v in row.items()} for row in rows]
+            ends = [tuple(_valid(v) for v in end) for end in ends]
+            links = [tuple(_valid(v) for v in link) for link in links]  # type: ignore[misc]
         try:
             # db.atomic(), not the connection's context manager: sqlite-utils'
             # insert_all commits its own transaction when none is open, which

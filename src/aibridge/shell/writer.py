@@ -174,6 +174,12 @@ class AuditWriter:
                     return
                 await trio.sleep(min(0.05 * 2**attempt, 2.0))
                 continue
+            except Exception:
+                # A bug, not the store: say so loudly, count the batch lost, and
+                # keep the writer (and every other request's records) going.
+                log.exception("audit batch of %d records could not be written", len(records))
+                self.lost += len(records)
+                return
             self.healthy = True
             self.last_error = None
             self.written += len(records)
