@@ -121,7 +121,8 @@ def test_openai_disconnect_mid_stream(stack: Stack) -> None:
 
 
 def test_a_completed_stream_is_not_a_disconnect(stack: Stack) -> None:
-    stack.script(Reply(headers=SSE, chunks=long_anthropic_stream()[:3]))
+    stop = event("message_stop", {"type": "message_stop"})
+    stack.script(Reply(headers=SSE, chunks=(*long_anthropic_stream()[:3], stop)))
     with httpx.stream("POST", stack.url + "/anthropic/v1/messages", json=REQUEST,
                       headers={"x-api-key": stack.key}) as reply:
         reply.read()

@@ -222,3 +222,41 @@ def test_gzip_from_upstream_is_decoded_and_content_encoding_dropped(stack: Stack
     items = stack.interceptions()
     assert [(u["provider_response_id"], u["input_tokens"], u["output_tokens"])
             for i in items for u in i["token_usages"]] == [("msg_gz_1", 15, 100), ("msg_gz_2", 16, 9)]
+
+
+TRUNCATED = [
+    pytest.param("/anthropic/v1/messages",
+                 {"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": True,
+                  "messages": [{"role": "user", "content": "hey"}]},
+                 event("message_start", {"type": "message_start", "message": {
+                     "id": "msg_cut", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                     "content": [], "usage": {"input_tokens": 12, "output_tokens": 1}}})
+                 + event("message_delta", {"type": "message_delta", "delta": {"stop_reason": None},
+                                           "usage": {"output_tokens": 9}}),
+                 (12, 9), id="anthropic-no-message_stop"),
+    pytest.param("/openai/v1/chat/completions",
+                 {**CHAT_REQUEST, "stream": True, "stream_options": {"include_usage": True}},
+                 event(None, {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "model": "gpt-5",
+                              "choices": [{"index": 0, "delta": {"content": "It"}, "finish_reason": None}]})
+                 + event(None, {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "model": "gpt-5",
+                                "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1,
+                                                         "total_tokens": 6}}),
+                 (5, 1), id="chat-no-done"),
+    pytest.param("/openai/v1/responses", {"model": "gpt-5", "input": "hey", "stream": True},
+                 event("response.created", {"type": "response.created", "sequence_number": 0, "response": {
+                     "id": "resp_cut", "object": "response", "status": "in_progress", "output": []}}),
+                 None, id="responses-no-terminal-event"),
+]
+
+
+@pytest.mark.parametrize(("path", "request_body", "upstream", "tokens"), TRUNCATED)
+def test_a_stream_that_closes_before_its_last_event_is_recorded_failed(
+    stack: Stack, path: str, request_body: dict[str, Any], upstream: bytes, tokens: tuple[int, int] | None
+) -> None:
+    stack.script(Reply(headers=SSE, body=upstream))
+    reply = post(stack, path, request_body)
+    assert (reply.status_code, reply.content) == (200, upstream)  # relayed as it came
+    stack.settle()
+    item = stack.only_interception()
+    assert (item["status"], item["error"]) == ("failed", "upstream stream ended before its last event")
+    assert [(u["input_tokens"], u["output_tokens"]) for u in item["token_usages"]] == ([tokens] if tokens else [])

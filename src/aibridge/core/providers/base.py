@@ -178,10 +178,13 @@ class StreamTap:
         filtering: bool = False,
         is_terminator: Callable[[str], bool] = lambda data: False,
         ends_stream: Callable[[Any], bool] = lambda payload: False,
+        require_end: bool = False,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         self._handler = handler
         self._ends_stream = ends_stream
+        #: a stream that closes before its last event was cut short upstream
+        self._require_end = require_end
         #: the provider's last event has been seen (chat ``[DONE]``, Anthropic
         #: ``message_stop``, a Responses terminal event): a client that hangs up
         #: after receiving it has had the whole reply
@@ -243,6 +246,8 @@ class StreamTap:
             out += self._unsettled(self._parser.take_pending())
             self._held = bytearray()
         audit.extend(self._handler.finish())
+        if self._require_end and not self.ended:
+            audit.append(StreamFailed(message="upstream stream ended before its last event"))
         return (out if self._filtering else b""), audit
 
     def abandon(self) -> list[AuditEvent]:
@@ -316,12 +321,14 @@ class StreamTap:
 
 def stream_tap(module: Any, *, filtering: bool = False) -> StreamTap:
     """The tap for a provider module: its ``StreamHandler``, and its ``is_done``
-    (a non-JSON terminator) and ``ends_stream`` (the last event) where it has them."""
+    (a non-JSON terminator) and ``ends_stream`` (the last event) where it has
+    them; a stream that closes before that last event is recorded ``failed``."""
     return StreamTap(
         module.StreamHandler(),
         filtering=filtering,
         is_terminator=getattr(module, "is_done", lambda data: False),
         ends_stream=getattr(module, "ends_stream", lambda payload: False),
+        require_end=True,
     )
 
 
