@@ -141,6 +141,8 @@ def keys_create(user: str, admin: bool, expires: str | None, fmt: str, db: str |
     user = user.strip()
     if not user:
         _fail("invalid --user: a user name must not be empty")
+    if len(user) > 200 or not user.isprintable():
+        _fail("invalid --user: at most 200 printable characters (no newlines or control characters)")
     expires_at = None
     if expires is not None:
         try:

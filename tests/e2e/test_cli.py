@@ -236,6 +236,10 @@ def test_keys_list_tells_expired_from_expiring(tmp_path: Path) -> None:
     (("--user", "kim", "--expires", "0"),
      "aibridge: invalid --expires: a key's lifetime must be longer than 0 (leave it out for no expiry)\n"),
     (("--user", "  "), "aibridge: invalid --user: a user name must not be empty\n"),
+    (("--user", "eve\nmallory"),
+     "aibridge: invalid --user: at most 200 printable characters (no newlines or control characters)\n"),
+    (("--user", "x" * 201),
+     "aibridge: invalid --user: at most 200 printable characters (no newlines or control characters)\n"),
     (("--user", "kim", "--expires", "soon"), None),
 ])
 def test_keys_create_refuses_a_key_that_could_never_work(tmp_path: Path, args: tuple[str, ...],
