@@ -8,6 +8,7 @@ option (generated from :data:`aibridge.config.OPTIONS`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import sys
@@ -49,9 +50,13 @@ def _startup_errors(listen: str) -> Iterator[None]:
         leaf = _single_leaf(exc)
         if isinstance(leaf, StoreError):
             _fail(str(leaf))
-        if isinstance(leaf, OSError) and leaf.errno is not None:
+        if isinstance(leaf, OSError) and leaf.errno in _BIND_ERRORS:
             _fail(f"cannot listen on {listen}: {leaf.strerror} (errno {leaf.errno})")
         raise
+
+
+#: what binding the listening socket can fail with (anything else keeps its traceback)
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def _load(flags: dict[str, Any], config_path: str | None) -> Any:
@@ -175,6 +180,8 @@ def keys_list(fmt: str, db: str | None, config_path: str | None) -> None:
     store = _open_store(db, config_path)
     rows = store.list_keys()
     store.close()
+    now = time.time()
+    expired_flags = [row["expires_at"] is not None and row["expires_at"] <= now for row in rows]
     for row in rows:
         for field in ("created_at", "expires_at", "revoked_at"):
             row[field] = rfc3339(row[field])
@@ -182,11 +189,10 @@ def keys_list(fmt: str, db: str | None, config_path: str | None) -> None:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{'ID':36}  {'PREFIX':10}  {'USER':16}  {'ADMIN':5}  STATE")
-    now = rfc3339(time.time())
-    for row in rows:
+    for row, expired in zip(rows, expired_flags, strict=True):
         if row["revoked_at"]:
             state = "revoked " + row["revoked_at"]
-        elif row["expires_at"] and row["expires_at"] <= now:
+        elif expired:
             state = "expired " + row["expires_at"]
         elif row["expires_at"]:
             state = "active, expires " + row["expires_at"]
